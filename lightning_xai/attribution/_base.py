@@ -1,0 +1,175 @@
+"""What every explainer shares: input and target checks, the differentiated objective, row budgets."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai.attribution._hygiene import gradient_scope
+
+__all__ = ["Explainer", "Objective", "TargetLike", "check_logits", "row_chunks"]
+
+TargetLike = int | Tensor | None
+
+
+def row_chunks(num_rows: int, max_batch_size: int, device: torch.device) -> Iterator[Tensor]:
+    """Split ``range(num_rows)`` into index tensors of at most ``max_batch_size`` rows.
+
+    Example:
+        >>> [c.tolist() for c in row_chunks(5, 2, torch.device("cpu"))]
+        [[0, 1], [2, 3], [4]]
+    """
+    for start in range(0, num_rows, max_batch_size):
+        yield torch.arange(start, min(num_rows, start + max_batch_size), device=device)
+
+
+class Objective:
+    """The per-row scalar an explainer differentiates: the model's output for each row's target class.
+
+    Target indices are checked against the model's output once, on the first call, so the hot loop never waits
+    for the device.
+
+    Args:
+        model: a module mapping a batch to logits of shape ``[B, num_classes]``.
+        target: class index per sample, ``LongTensor[B]``.
+    """
+
+    def __init__(self, model: nn.Module, target: Tensor) -> None:
+        self.model = model
+        self.target = target
+        self._target_max = int(target.max()) if target.numel() else -1
+        self._checked = False
+
+    def __call__(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Forward ``inputs`` and return each row's target score, ``Tensor[R]``.
+
+        Args:
+            inputs: a batch of rows to forward.
+            rows: for each row, the index of the sample whose target it takes (``None``: row ``i`` is sample
+                ``i``).
+        """
+        out = self.model(inputs)
+        if not self._checked:
+            check_logits(out, self._target_max)
+            self._checked = True
+        target = self.target if rows is None else self.target[rows]
+        return out.gather(1, target.unsqueeze(1)).squeeze(1)
+
+    def gradient(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Gradient of each row's target score with respect to that row of ``inputs``.
+
+        Uses ``torch.autograd.grad``, so no parameter's ``.grad`` is touched.
+        """
+        inputs = inputs.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(self(inputs, rows).sum(), inputs)
+        return grad
+
+
+class Explainer(abc.ABC):
+    """Base class of every attribution method.
+
+    An explainer is configured in ``__init__`` and called as ``explainer(model, inputs, target)``. The call
+    checks the inputs, resolves the target, enables gradients (also under ``torch.inference_mode``), disables
+    autocast, and hands a :class:`Objective` to :meth:`attribute`, the one method subclasses implement.
+    The model is used in the mode it is in: wrap the call in :func:`~lightning_xai.attribution.explanation_mode`
+    (as the callbacks do) to explain in eval mode and restore all training state afterwards.
+
+    Args:
+        max_batch_size: the most rows (inputs, interpolation steps, samples) sent through the model in one call.
+    """
+
+    #: Whether attributions carry a sign (rendered with a diverging colour map) or are magnitudes.
+    signed: bool = True
+
+    def __init__(self, max_batch_size: int = 256) -> None:
+        if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
+        self.max_batch_size = max_batch_size
+
+    def __call__(self, model: nn.Module, inputs: Tensor, target: TargetLike = None) -> Tensor:
+        """Attribute ``model``'s output for ``target`` to ``inputs``.
+
+        Args:
+            model: a module mapping ``inputs`` to logits ``[B, num_classes]``.
+            inputs: a floating-point batch ``[B, ...]``.
+            target: ``None`` for the predicted class, an ``int`` for one class for all samples, or a
+                ``LongTensor[B]``.
+
+        Returns:
+            Attributions (detached); shaped like ``inputs`` unless the method documents otherwise.
+
+        Raises:
+            ValueError: for inputs that are not a floating-point batch, targets of the wrong shape or dtype,
+                target indices outside the model's outputs, or a model whose output is not ``[B, num_classes]``.
+        """
+        _check_inputs(inputs)
+        with gradient_scope(inputs.device):
+            inputs = inputs.detach().clone()  # a normal tensor, even if `inputs` was made in inference mode
+            objective = Objective(model, self._resolve_target(model, inputs, target))
+            return self.attribute(objective, inputs).detach()
+
+    def completeness_baseline(self, inputs: Tensor) -> Tensor | None:
+        """The baseline ``x'`` for which this method promises ``sum(attr) == F(x) - F(x')``, or ``None``.
+
+        Methods with the completeness axiom (Integrated Gradients) return their baseline so that callers can
+        measure the completeness error; the others return ``None``.
+        """
+        return None
+
+    @abc.abstractmethod
+    def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
+        """Compute attributions of ``objective`` (its model and targets) for ``inputs``."""
+
+    def _resolve_target(self, model: nn.Module, inputs: Tensor, target: TargetLike) -> Tensor:
+        batch = inputs.shape[0]
+        if target is None:
+            with torch.no_grad():
+                logits = [model(inputs[rows]) for rows in row_chunks(batch, self.max_batch_size, inputs.device)]
+            check_logits(logits[0])
+            return torch.cat(logits).argmax(dim=1)
+        if isinstance(target, bool) or not isinstance(target, int | Tensor):
+            raise ValueError(f"target must be None, an int or a LongTensor of shape [B]; got {type(target).__name__}")
+        if isinstance(target, int):
+            target = torch.full((batch,), target, dtype=torch.long, device=inputs.device)
+        if target.dim() == 0:
+            target = target.expand(batch)
+        if target.shape != (batch,) or target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise ValueError(
+                f"target must be an integer tensor of shape [{batch}] (one class per sample); "
+                f"got dtype {target.dtype} and shape {list(target.shape)}"
+            )
+        target = target.to(device=inputs.device, dtype=torch.long)
+        if batch and int(target.min()) < 0:
+            raise ValueError(f"target indices must be >= 0; got {int(target.min())}")
+        return target
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({args})"
+
+
+def check_logits(out: object, target_max: int = -1) -> None:
+    """Raise a ValueError unless ``out`` is a ``[B, num_classes]`` tensor with more than ``target_max`` classes."""
+    if not isinstance(out, Tensor) or out.dim() != 2:
+        found = f"a tensor of shape {list(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"explainers need a model whose output is logits of shape [B, num_classes]; got {found}")
+    if target_max >= out.shape[1]:
+        raise ValueError(
+            f"target index {target_max} is out of range for a model with {out.shape[1]} outputs "
+            f"(valid: 0 to {out.shape[1] - 1})"
+        )
+
+
+def _check_inputs(inputs: object) -> None:
+    if not isinstance(inputs, Tensor):
+        raise ValueError(f"inputs must be a torch.Tensor batch [B, ...]; got {type(inputs).__name__}")
+    if inputs.dim() < 2:
+        raise ValueError(f"inputs must be a batch of shape [B, ...] with at least 2 dims; got {list(inputs.shape)}")
+    if not inputs.is_floating_point():
+        raise ValueError(
+            f"inputs must be floating point to be differentiated; got {inputs.dtype}. Integer inputs such as token "
+            "ids must be explained at an embedding layer instead"
+        )

@@ -1,0 +1,73 @@
+"""Plain gradient explainers: Saliency and Input × Gradient."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_xai.attribution._base import Explainer, Objective, row_chunks
+
+__all__ = ["InputXGradient", "Saliency"]
+
+
+def _input_gradient(objective: Objective, inputs: Tensor, max_batch_size: int) -> Tensor:
+    """Gradient of each sample's target score with respect to its input, in chunks of ``max_batch_size``."""
+    if inputs.shape[0] <= max_batch_size:
+        return objective.gradient(inputs)
+    chunks = row_chunks(inputs.shape[0], max_batch_size, inputs.device)
+    return torch.cat([objective.gradient(inputs[rows], rows) for rows in chunks])
+
+
+class Saliency(Explainer):
+    """Gradient of the target class score with respect to the input.
+
+    Simonyan, Vedaldi & Zisserman 2014, "Deep Inside Convolutional Networks: Visualising Image Classification
+    Models and Saliency Maps". Equals Captum's ``Saliency`` (``abs=True`` by default, as there).
+
+    Args:
+        abs: return the absolute value of the gradient (a magnitude map) instead of the signed gradient.
+        max_batch_size: the most samples forwarded at once.
+
+    Example:
+        >>> model = torch.nn.Linear(3, 2)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [0.0, 0.0, 0.0]]))
+        >>> Saliency()(model, torch.ones(1, 3), target=0)
+        tensor([[1., 2., 3.]])
+    """
+
+    def __init__(self, abs: bool = True, max_batch_size: int = 256) -> None:
+        super().__init__(max_batch_size)
+        self.abs = abs
+        self.signed = not abs
+
+    def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
+        """Return the (absolute) input gradient."""
+        grad = _input_gradient(objective, inputs, self.max_batch_size)
+        return grad.abs() if self.abs else grad
+
+
+class InputXGradient(Explainer):
+    """Input multiplied element-wise by the gradient of the target class score.
+
+    Shrikumar et al. 2016, "Not Just a Black Box: Learning Important Features Through Propagating Activation
+    Differences". Equals Captum's ``InputXGradient``. For a linear model it is exact: the attributions sum to the
+    score minus the bias.
+
+    Args:
+        max_batch_size: the most samples forwarded at once.
+
+    Example:
+        >>> model = torch.nn.Linear(2, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.fill_(2.0)
+        >>> InputXGradient()(model, torch.tensor([[1.0, -3.0]]), target=0)
+        tensor([[ 2., -6.]])
+    """
+
+    def __init__(self, max_batch_size: int = 256) -> None:
+        super().__init__(max_batch_size)
+
+    def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
+        """Return ``inputs * gradient``."""
+        return inputs * _input_gradient(objective, inputs, self.max_batch_size)

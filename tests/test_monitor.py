@@ -1,0 +1,246 @@
+"""AttributionMonitor end to end: real fits, real event files, and the training contract."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import read_events
+from PIL import Image
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+from lightning_xai import AttributionMonitor
+from lightning_xai.attribution import Explainer, GradCAM, InputXGradient, IntegratedGradients, Saliency
+from lightning_xai.demo import SmallCNN, SyntheticPatternsDataModule
+
+NUM_PROBE = 6
+
+
+def explainers() -> dict[str, Explainer]:
+    return {
+        "ig": IntegratedGradients(steps=8, max_batch_size=32),
+        "saliency": Saliency(),
+        "ixg": InputXGradient(),
+        "gradcam": GradCAM(layer="features.3"),
+    }
+
+
+def datamodule(seed: int = 0) -> SyntheticPatternsDataModule:
+    return SyntheticPatternsDataModule(
+        num_classes=3, image_size=16, pattern_size=6, num_train=192, num_val=48, batch_size=32, seed=seed
+    )
+
+
+def model() -> SmallCNN:
+    return SmallCNN(in_channels=1, num_classes=3, width=4)
+
+
+def make_trainer(tmp_path, callbacks, max_epochs=2, logger=True, **kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(tmp_path, name="run", version=0) if logger else False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **{"enable_checkpointing": False, **kwargs},
+    )
+
+
+def png_size(image_event) -> tuple[int, int]:
+    return Image.open(io.BytesIO(image_event.encoded_image_string)).size
+
+
+def test_fit_writes_heatmaps_histograms_scalars_and_layout(tmp_path):
+    pl.seed_everything(0)
+    monitor = AttributionMonitor(explainers(), num_probe=NUM_PROBE)
+    trainer = make_trainer(tmp_path, [monitor], num_sanity_val_steps=2)
+    trainer.fit(model(), datamodule())
+
+    events = read_events(tmp_path / "run")
+    tags = events.Tags()
+    for name in explainers():
+        images = events.Images(f"xai/{name}/heatmaps")
+        assert [e.step for e in images] == [6, 12]  # one per evaluation, at the global step
+        width, height = png_size(images[0])
+        assert height > width  # NUM_PROBE rows of 3 cells each
+        assert len(events.Histograms(f"xai/{name}/values")) == 2
+        assert len(events.Scalars(f"xai/time_s/{name}")) == 2
+    assert {"xai/ig/completeness", "xai/time_s", "val_loss"} <= set(tags["scalars"])
+    assert not any(tag.startswith(("xai/saliency/completeness", "xai/gradcam/completeness")) for tag in tags["scalars"])
+    assert all(np.isfinite(e.value) and e.value >= 0 for e in events.Scalars("xai/ig/completeness"))
+
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
+    assert charts["loss"] == ["^.*loss.*$"]
+    assert charts["ig"] == ["^xai/ig/.*$"] and charts["time_s"] == ["^xai/time_s(/.*)?$"]
+
+    # The same probe samples are shown at every evaluation: the input column does not change.
+    first, second = (np.array(Image.open(io.BytesIO(e.encoded_image_string))) for e in events.Images("xai/ig/heatmaps"))
+    cell = first.shape[1] // 3
+    np.testing.assert_array_equal(first[:, :cell], second[:, :cell])
+    assert not np.array_equal(first[:, cell:], second[:, cell:])  # while the explanations evolve
+
+
+def test_probe_is_drawn_after_the_sanity_check_and_class_balanced(tmp_path):
+    monitor = AttributionMonitor({"saliency": Saliency()}, num_probe=NUM_PROBE)
+    dm = datamodule()
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1, num_sanity_val_steps=1, logger=False)
+    trainer.fit(model(), dm)
+    inputs, labels = monitor.probe
+    assert labels.tolist() == [0, 1, 2, 0, 1, 2]
+    val_x, val_y = dm.val_dataloader().dataset.tensors[:2]
+    first_of_each = [int((val_y == c).nonzero()[0]) for c in range(3)]
+    torch.testing.assert_close(inputs[:3], val_x[first_of_each])
+
+
+def _fit_state(tmp_path, callbacks) -> dict[str, torch.Tensor]:
+    pl.seed_everything(7)
+    net = model()
+    make_trainer(tmp_path, callbacks, max_epochs=2, logger=True).fit(net, datamodule())
+    return net.state_dict()
+
+
+def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path):
+    without = _fit_state(tmp_path / "a", [])
+    monitor = AttributionMonitor(explainers(), num_probe=NUM_PROBE)
+    with_monitor = _fit_state(tmp_path / "b", [monitor])
+    assert monitor.state_dict()["evaluations"] == 2
+    assert without.keys() == with_monitor.keys()
+    different = [k for k in without if not torch.equal(without[k], with_monitor[k])]
+    assert different == []
+    assert any("running_mean" in k for k in without) and model().classifier[2].p > 0  # BatchNorm and Dropout
+
+
+def test_validate_under_inference_mode_gives_the_same_scores(tmp_path):
+    pl.seed_everything(0)
+    net, dm = model(), datamodule()
+    make_trainer(tmp_path, [], max_epochs=1, logger=False).fit(net, dm)
+    results = []
+    for inference_mode in (True, False):
+        monitor = AttributionMonitor(explainers(), num_probe=NUM_PROBE)
+        trainer = make_trainer(tmp_path / str(inference_mode), [monitor], inference_mode=inference_mode)
+        results.append(trainer.validate(net, dm, verbose=False)[0])
+        assert len(read_events(tmp_path / str(inference_mode) / "run").Images("xai/gradcam/heatmaps")) == 1
+    assert "xai/ig/completeness" in results[0]
+    assert results[0].keys() == results[1].keys()
+    for key in results[0]:
+        if "time_s" not in key:
+            assert results[0][key] == pytest.approx(results[1][key], rel=1e-6), key
+
+
+def test_resume_explains_the_same_probe(tmp_path):
+    pl.seed_everything(0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+    first = AttributionMonitor({"ig": IntegratedGradients(steps=4)}, num_probe=NUM_PROBE)
+    make_trainer(tmp_path, [first, checkpoint], max_epochs=1, enable_checkpointing=True).fit(model(), datamodule())
+    state = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)["callbacks"][first.state_key]
+    torch.testing.assert_close(state["probe_inputs"], first.probe[0])
+    assert state["evaluations"] == 1
+
+    resumed = AttributionMonitor({"ig": IntegratedGradients(steps=4)}, num_probe=NUM_PROBE)
+    other_data = datamodule(seed=1)  # a fresh draw would pick other samples
+    trainer = make_trainer(tmp_path, [resumed], max_epochs=2)
+    trainer.fit(model(), other_data, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    torch.testing.assert_close(resumed.probe[0], first.probe[0])
+    torch.testing.assert_close(resumed.probe[1], first.probe[1])
+    assert resumed.state_dict()["evaluations"] == 2
+
+
+def test_checkpoint_can_monitor_an_xai_score(tmp_path):
+    pl.seed_everything(0)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="xai/ig/completeness", mode="min", save_top_k=1)
+    monitor = AttributionMonitor({"ig": IntegratedGradients(steps=4)}, num_probe=NUM_PROBE)
+    trainer = make_trainer(tmp_path, [monitor, checkpoint], max_epochs=2, enable_checkpointing=True)
+    trainer.fit(model(), datamodule())
+    scores = [e.value for e in read_events(tmp_path / "run").Scalars("xai/ig/completeness")]
+    assert checkpoint.best_model_score.item() == pytest.approx(min(scores))
+
+
+def test_every_n_epochs(tmp_path):
+    monitor = AttributionMonitor({"saliency": Saliency()}, num_probe=NUM_PROBE, every_n_epochs=2)
+    make_trainer(tmp_path, [monitor], max_epochs=3).fit(model(), datamodule())
+    assert [e.step for e in read_events(tmp_path / "run").Images("xai/saliency/heatmaps")] == [12]
+
+
+class Broken(Explainer):
+    def attribute(self, objective, inputs):
+        raise RuntimeError("shapes do not fit")
+
+
+def test_a_failing_explainer_warns_once_and_training_goes_on(tmp_path):
+    monitor = AttributionMonitor({"broken": Broken(), "saliency": Saliency()}, num_probe=NUM_PROBE)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=2)
+    with pytest.warns(UserWarning, match=r"explainer 'broken' failed and is skipped.*RuntimeError: shapes do not fit"):
+        trainer.fit(model(), datamodule())
+    assert trainer.current_epoch == 2
+    tags = read_events(tmp_path / "run").Tags()
+    assert "xai/saliency/heatmaps" in tags["images"] and "xai/broken/heatmaps" not in tags["images"]
+
+
+def test_strict_mode_raises(tmp_path):
+    monitor = AttributionMonitor({"broken": Broken()}, num_probe=NUM_PROBE, strict=True)
+    with pytest.raises(RuntimeError, match="explainer 'broken' failed: shapes do not fit"):
+        make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(model(), datamodule())
+
+
+def test_dict_batches_need_keys(tmp_path):
+    class DictBatches(SyntheticPatternsDataModule):
+        def val_dataloader(self):
+            images, labels, _ = self.val_set.tensors
+            rows = [{"image": image, "label": label} for image, label in zip(images, labels, strict=True)]
+            return torch.utils.data.DataLoader(rows, batch_size=16)
+
+    monitor = AttributionMonitor({"saliency": Saliency()}, num_probe=NUM_PROBE)
+    dm = DictBatches(num_classes=3, image_size=16, pattern_size=6, num_train=64, num_val=32, batch_size=32)
+
+    class DictModel(SmallCNN):
+        def validation_step(self, batch, batch_idx):
+            return super().validation_step((batch["image"], batch["label"]), batch_idx)
+
+    net = DictModel(in_channels=1, num_classes=3, width=4)
+    with pytest.raises(ValueError, match=r"batch is a dict with keys \['image', 'label'\]; input_key=0 .*one of"):
+        make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(net, dm)
+    monitor = AttributionMonitor({"saliency": Saliency()}, num_probe=NUM_PROBE, input_key="image", target_key="label")
+    make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(net, dm)
+    assert monitor.probe[1].tolist() == [0, 1, 2, 0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"explainers": {}}, "explainers must be a non-empty dict"),
+        ({"explainers": {"a/b": Saliency()}}, "explainer name 'a/b' is not valid"),
+        ({"explainers": {"time_s": Saliency()}}, "explainer name 'time_s' is not valid"),
+        ({"explainers": {"s": "saliency"}}, r"explainers\['s'\] must be an lightning_xai.attribution.Explainer"),
+        ({"num_probe": 0}, "num_probe must be a positive int; got 0"),
+        ({"every_n_epochs": 1.5}, "every_n_epochs must be a positive int; got 1.5"),
+        ({"target": "labels"}, "target must be 'pred', 'label' or a class index >= 0; got 'labels'"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AttributionMonitor(**{"explainers": {"s": Saliency()}, **kwargs})
+
+
+def test_target_label_without_labels_is_explained(tmp_path):
+    monitor = AttributionMonitor({"s": Saliency()}, num_probe=4, target="label", target_key=None)
+    with pytest.raises(ValueError, match="target='label'\\) needs class-index labels"):
+        make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(model(), datamodule())
+
+
+def test_small_validation_set_warns_and_uses_what_there_is(tmp_path):
+    monitor = AttributionMonitor({"s": Saliency()}, num_probe=100)
+    with pytest.warns(
+        UserWarning, match="validation data holds only 48 samples; explaining those instead of num_probe=100"
+    ):
+        make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(model(), datamodule())
+    assert monitor.probe[0].shape[0] == 48

@@ -1,0 +1,53 @@
+"""Reading batches and drawing a class-balanced probe."""
+
+import pytest
+import torch
+
+from lightning_xai.callbacks._probe import ProbeCollector, balanced_order, split_batch
+
+
+def test_balanced_order_is_round_robin_over_sorted_labels():
+    labels = torch.tensor([2, 0, 0, 2, 1, 0, 2])
+    order, rank, group = balanced_order(labels)
+    assert labels[order].tolist() == [0, 1, 2, 0, 2, 0, 2]
+    assert order.tolist() == [1, 4, 0, 2, 3, 5, 6]
+    assert rank.tolist() == [0, 0, 1, 1, 0, 2, 2]
+    assert group.tolist() == [2, 0, 0, 2, 1, 0, 2]
+
+
+def test_collector_keeps_memory_bounded_and_selects_the_same_as_one_pass():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 3, generator=gen)
+    y = torch.randint(0, 20, (500,), generator=gen)
+    collector = ProbeCollector(4)
+    for start in range(0, 500, 32):
+        collector.add(x[start : start + 32], y[start : start + 32])
+        assert collector.count <= 16
+    inputs, labels = collector.select()
+    order = balanced_order(y)[0][:4]
+    torch.testing.assert_close(inputs, x[order])
+    assert labels.tolist() == [0, 1, 2, 3]
+
+
+def test_collector_without_labels_takes_the_first_samples():
+    collector = ProbeCollector(3)
+    collector.add(torch.arange(2.0)[:, None], None)
+    collector.add(torch.arange(2.0, 6.0)[:, None], torch.zeros(4, 2))  # not class indices: ignored
+    inputs, labels = collector.select()
+    assert inputs.flatten().tolist() == [0.0, 1.0, 2.0] and labels is None
+
+
+def test_split_batch_structures():
+    x, y = torch.zeros(2, 3), torch.tensor([1, 0])
+    assert split_batch((x, y))[1] is y
+    assert split_batch([x, y, "meta"], 0, None)[1] is None
+    assert split_batch(x)[0] is x
+    assert split_batch({"a": y, "b": x}, batch_fn=lambda b: (b["b"], b["a"]))[0] is x
+    with pytest.raises(ValueError, match=r"tuple of 1 elements \(Tensor\); target_key=1 .* position from 0 to 0"):
+        split_batch((x,))
+    with pytest.raises(ValueError, match=r"input_key='img' does not select anything: set input_key to one of \['x'\]"):
+        split_batch({"x": x}, "img", None)
+    with pytest.raises(ValueError, match="inputs selected from a tuple of 2 elements .* are a str, not a tensor"):
+        split_batch(("text", y))
+    with pytest.raises(ValueError, match="the validation batch is a int; input_key=0 .* pass batch_fn"):
+        split_batch(3)
