@@ -51,10 +51,13 @@ def completeness_error(
 
     Example:
         >>> model = torch.nn.Linear(2, 1)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.copy_(torch.tensor([[0.5, -1.0]])), model.bias.fill_(0.25)
         >>> x = torch.tensor([[1.0, 2.0]])
-        >>> exact = x * model.weight.detach()
-        >>> completeness_error(model, x, exact, torch.tensor([0]))
+        >>> completeness_error(model, x, x * model.weight.detach(), torch.tensor([0]))  # exact for a linear model
         tensor([0.])
+        >>> completeness_error(model, x, torch.zeros_like(x), torch.tensor([0]))
+        tensor([1.5000])
     """
     if attributions.shape != inputs.shape:
         raise ValueError(
