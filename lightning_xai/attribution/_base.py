@@ -84,7 +84,7 @@ class Explainer(abc.ABC):
     #: Whether attributions carry a sign (rendered with a diverging colour map) or are magnitudes.
     signed: bool = True
 
-    def __init__(self, max_batch_size: int = 256) -> None:
+    def __init__(self, max_batch_size: int = 128) -> None:
         if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
             raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
         self.max_batch_size = max_batch_size

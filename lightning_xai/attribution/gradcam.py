@@ -48,7 +48,7 @@ class GradCAM(Explainer):
         layer: str,
         relu: bool = True,
         upsample: Upsample | None = "bilinear",
-        max_batch_size: int = 256,
+        max_batch_size: int = 128,
     ) -> None:
         super().__init__(max_batch_size)
         if not isinstance(layer, str) or not layer:

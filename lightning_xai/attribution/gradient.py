@@ -36,7 +36,7 @@ class Saliency(Explainer):
         tensor([[1., 2., 3.]])
     """
 
-    def __init__(self, abs: bool = True, max_batch_size: int = 256) -> None:
+    def __init__(self, abs: bool = True, max_batch_size: int = 128) -> None:
         super().__init__(max_batch_size)
         self.abs = abs
         self.signed = not abs
@@ -65,7 +65,7 @@ class InputXGradient(Explainer):
         tensor([[ 2., -6.]])
     """
 
-    def __init__(self, max_batch_size: int = 256) -> None:
+    def __init__(self, max_batch_size: int = 128) -> None:
         super().__init__(max_batch_size)
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:

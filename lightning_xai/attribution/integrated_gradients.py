@@ -88,7 +88,7 @@ class IntegratedGradients(Explainer):
         steps: int = 50,
         method: Method = "gausslegendre",
         baseline: float | Tensor = 0.0,
-        max_batch_size: int = 256,
+        max_batch_size: int = 128,
     ) -> None:
         super().__init__(max_batch_size)
         self._alphas, self._weights = quadrature(method, steps)

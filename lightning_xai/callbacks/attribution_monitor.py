@@ -143,12 +143,13 @@ class AttributionMonitor(Callback):
         if trainer.state.fn == TrainerFn.FITTING and (trainer.current_epoch + 1) % self.every_n_epochs:
             return
         start = time.perf_counter()
-        scalars, attributions = self._explain(pl_module)
+        inputs, labels = (None if t is None else t.to(pl_module.device) for t in self._probe)
+        scalars, attributions = self._explain(pl_module, inputs, labels)
         for name, value in scalars.items():
             pl_module.log(name, value, sync_dist=True)
         if trainer.is_global_zero:
             try:
-                self._write_visuals(trainer, attributions)
+                self._write_visuals(trainer, inputs, attributions)
             except Exception as err:
                 if self.strict:
                     raise
@@ -189,18 +190,12 @@ class AttributionMonitor(Callback):
                 f"AttributionMonitor: the validation data holds only {collector.count} samples; explaining those "
                 f"instead of num_probe={self.num_probe}",
             )
-        inputs, labels = collector.select()
-        if self.target == "label" and labels is None:
-            raise ValueError(
-                "AttributionMonitor(target='label') needs class-index labels of shape [B] in validation batches; "
-                f"none were found with target_key={self.target_key!r}. Set target_key/batch_fn, or use target='pred'"
-            )
-        self._probe = (inputs, labels)
+        self._probe = collector.select()
         return True
 
-    def _explain(self, pl_module: pl.LightningModule) -> tuple[dict[str, Tensor | float], dict[str, Tensor]]:
-        inputs, labels = self._probe
-        inputs = inputs.to(pl_module.device)
+    def _explain(
+        self, pl_module: pl.LightningModule, inputs: Tensor, labels: Tensor | None
+    ) -> tuple[dict[str, Tensor | float], dict[str, Tensor]]:
         scalars: dict[str, Tensor | float] = {}
         attributions: dict[str, Tensor] = {}
         with explanation_mode(pl_module), gradient_scope(inputs.device):
@@ -232,15 +227,20 @@ class AttributionMonitor(Callback):
         if isinstance(self.target, int):
             return torch.full((inputs.shape[0],), self.target, dtype=torch.long, device=inputs.device)
         if self.target == "label":
-            return labels.to(device=inputs.device, dtype=torch.long)
+            if labels is None:
+                raise ValueError(
+                    "AttributionMonitor(target='label') needs class-index labels of shape [B] in validation batches; "
+                    f"none were found with target_key={self.target_key!r}. Set target_key or batch_fn, or use "
+                    "target='pred'"
+                )
+            return labels.long()
         with torch.no_grad():
             return pl_module(inputs).argmax(dim=1)
 
-    def _write_visuals(self, trainer: pl.Trainer, attributions: dict[str, Tensor]) -> None:
+    def _write_visuals(self, trainer: pl.Trainer, inputs: Tensor, attributions: dict[str, Tensor]) -> None:
         writers = tensorboard_writers(trainer)
         if not writers:
             return
-        inputs = self._probe[0].to(next(iter(attributions.values())).device) if attributions else None
         images, histograms = {}, {}
         for name, attr in attributions.items():
             if self.log_images and inputs.dim() == 4 and attr.dim() == 4:

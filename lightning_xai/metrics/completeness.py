@@ -36,7 +36,7 @@ class CompletenessError(Metric):
     higher_is_better = False
     full_state_update = False
 
-    def __init__(self, baseline: float | Tensor = 0.0, max_batch_size: int = 256, **kwargs: object) -> None:
+    def __init__(self, baseline: float | Tensor = 0.0, max_batch_size: int = 128, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.baseline = baseline
         self.max_batch_size = max_batch_size

@@ -25,7 +25,7 @@ def completeness_error(
     attributions: Tensor,
     target: Tensor,
     baseline: float | Tensor = 0.0,
-    max_batch_size: int = 256,
+    max_batch_size: int = 128,
 ) -> Tensor:
     """Per-sample violation of the completeness axiom: ``|sum(attr) - (F(x)_t - F(x')_t)|``.
 
