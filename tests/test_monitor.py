@@ -244,3 +244,28 @@ def test_small_validation_set_warns_and_uses_what_there_is(tmp_path):
     ):
         make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(model(), datamodule())
     assert monitor.probe[0].shape[0] == 48
+
+
+def test_an_explicit_probe_and_a_fixed_target(tmp_path):
+    dm = datamodule()
+    dm.setup()
+    images, labels, _ = dm.val_set.tensors
+    monitor = AttributionMonitor({"ig": IntegratedGradients(steps=4)}, num_probe=NUM_PROBE, target=2)
+    monitor.set_probe(images[:3], labels[:3])
+    net = model()
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1, logger=False)
+    trainer.fit(net, dm)
+    torch.testing.assert_close(monitor.probe[0], images[:3])
+    net.eval()
+    attr = IntegratedGradients(steps=4)(net, images[:3], 2)
+    expected = (attr.sum(dim=(1, 2, 3)) - (net(images[:3])[:, 2] - net(torch.zeros_like(images[:3]))[:, 2])).abs()
+    assert trainer.callback_metrics["xai/ig/completeness"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"probe labels must be a tensor of shape \[3\]; got shape \[2\]"):
+        monitor.set_probe(images[:3], labels[:2])
+
+
+def test_target_label_with_an_unlabelled_explicit_probe(tmp_path):
+    monitor = AttributionMonitor({"s": Saliency()}, num_probe=4, target="label")
+    monitor.set_probe(torch.randn(4, 1, 16, 16))
+    with pytest.raises(ValueError, match="target='label'\\) needs class-index labels"):
+        make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(model(), datamodule())
