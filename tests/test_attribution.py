@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_xai.attribution import GradCAM, InputXGradient, IntegratedGradients, Saliency
+from lightning_xai.attribution import GradCAM, InputXGradient, IntegratedGradients, Saliency, SmoothGrad
 from lightning_xai.attribution.integrated_gradients import METHODS
 
 
@@ -226,3 +226,12 @@ def test_gradcam_on_frozen_weights(data):
         p.requires_grad_(True)
     torch.testing.assert_close(ours, ca.LayerGradCam(model, model[2]).attribute(x, target=target))
     assert F.relu(ours).sum() > 0
+
+
+def test_registry_builds_by_name_and_lists_names():
+    from lightning_xai.attribution import available, get
+
+    assert isinstance(get("smoothgrad", samples=3), SmoothGrad)
+    assert {"saliency", "integrated_gradients", "gradcam", "gradient_shap"} <= set(available())
+    with pytest.raises(ValueError, match="unknown explainer 'ig'; available: .*integrated_gradients"):
+        get("ig")

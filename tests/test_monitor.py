@@ -15,7 +15,15 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.attribution import Explainer, GradCAM, InputXGradient, IntegratedGradients, Saliency
+from lightning_xai.attribution import (
+    Explainer,
+    GradCAM,
+    GradientShap,
+    InputXGradient,
+    IntegratedGradients,
+    Saliency,
+    SmoothGrad,
+)
 from lightning_xai.demo import SmallCNN, SyntheticPatternsDataModule
 
 NUM_PROBE = 6
@@ -27,6 +35,8 @@ def explainers() -> dict[str, Explainer]:
         "saliency": Saliency(),
         "ixg": InputXGradient(),
         "gradcam": GradCAM(layer="features.3"),
+        "smoothgrad": SmoothGrad(samples=3),
+        "gradient_shap": GradientShap(samples=3, noise=0.1),
     }
 
 

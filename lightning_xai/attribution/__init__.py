@@ -1,21 +1,29 @@
 """Attribution methods: pure torch, no Lightning, usable anywhere.
 
-Every explainer is configured in ``__init__`` and called as ``explainer(model, inputs, target)``.
+Every explainer is configured in ``__init__`` and called as ``explainer(model, inputs, target)``;
+:func:`get` builds one by name and :func:`available` lists the names.
 """
 
 from lightning_xai.attribution._base import Explainer, Objective
 from lightning_xai.attribution._hygiene import explanation_mode, gradient_scope
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
+from lightning_xai.attribution.gradient_shap import GradientShap
 from lightning_xai.attribution.integrated_gradients import IntegratedGradients
+from lightning_xai.attribution.registry import available, get
+from lightning_xai.attribution.smoothgrad import SmoothGrad
 
 __all__ = [
     "Explainer",
     "GradCAM",
+    "GradientShap",
     "InputXGradient",
     "IntegratedGradients",
     "Objective",
     "Saliency",
+    "SmoothGrad",
+    "available",
     "explanation_mode",
+    "get",
     "gradient_scope",
 ]

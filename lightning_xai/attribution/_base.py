@@ -67,6 +67,13 @@ class Objective:
         (grad,) = torch.autograd.grad(self(inputs, rows).sum(), inputs)
         return grad
 
+    def chunked_gradient(self, inputs: Tensor, rows: Tensor | None, max_batch_size: int) -> Tensor:
+        """:meth:`gradient` of any number of rows, at most ``max_batch_size`` per model call."""
+        if inputs.shape[0] <= max_batch_size:
+            return self.gradient(inputs, rows)
+        chunks = row_chunks(inputs.shape[0], max_batch_size, inputs.device)
+        return torch.cat([self.gradient(inputs[c], c if rows is None else rows[c]) for c in chunks])
+
 
 class Explainer(abc.ABC):
     """Base class of every attribution method.

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
-from lightning_xai.attribution._base import Explainer, Objective, row_chunks
+from lightning_xai.attribution._base import Explainer, Objective
 
 __all__ = ["InputXGradient", "Saliency"]
-
-
-def _input_gradient(objective: Objective, inputs: Tensor, max_batch_size: int) -> Tensor:
-    """Gradient of each sample's target score with respect to its input, in chunks of ``max_batch_size``."""
-    if inputs.shape[0] <= max_batch_size:
-        return objective.gradient(inputs)
-    chunks = row_chunks(inputs.shape[0], max_batch_size, inputs.device)
-    return torch.cat([objective.gradient(inputs[rows], rows) for rows in chunks])
 
 
 class Saliency(Explainer):
@@ -29,6 +20,7 @@ class Saliency(Explainer):
         max_batch_size: the most samples forwarded at once.
 
     Example:
+        >>> import torch
         >>> model = torch.nn.Linear(3, 2)
         >>> with torch.no_grad():
         ...     _ = model.weight.copy_(torch.tensor([[1.0, -2.0, 3.0], [0.0, 0.0, 0.0]]))
@@ -43,7 +35,7 @@ class Saliency(Explainer):
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Return the (absolute) input gradient."""
-        grad = _input_gradient(objective, inputs, self.max_batch_size)
+        grad = objective.chunked_gradient(inputs, None, self.max_batch_size)
         return grad.abs() if self.abs else grad
 
 
@@ -58,6 +50,7 @@ class InputXGradient(Explainer):
         max_batch_size: the most samples forwarded at once.
 
     Example:
+        >>> import torch
         >>> model = torch.nn.Linear(2, 1, bias=False)
         >>> with torch.no_grad():
         ...     _ = model.weight.fill_(2.0)
@@ -70,4 +63,4 @@ class InputXGradient(Explainer):
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Return ``inputs * gradient``."""
-        return inputs * _input_gradient(objective, inputs, self.max_batch_size)
+        return inputs * objective.chunked_gradient(inputs, None, self.max_batch_size)
