@@ -21,6 +21,8 @@ from lightning_xai.attribution import (
     GradientShap,
     InputXGradient,
     IntegratedGradients,
+    KernelShap,
+    Lime,
     Saliency,
     SmoothGrad,
 )
@@ -37,6 +39,8 @@ def explainers() -> dict[str, Explainer]:
         "gradcam": GradCAM(layer="features.3"),
         "smoothgrad": SmoothGrad(samples=3),
         "gradient_shap": GradientShap(samples=3, noise=0.1),
+        "kernel_shap": KernelShap(samples=16, feature_mask=4),
+        "lime": Lime(samples=16, feature_mask=4),
     }
 
 

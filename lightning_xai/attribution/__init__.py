@@ -12,6 +12,7 @@ from lightning_xai.attribution.gradient_shap import GradientShap
 from lightning_xai.attribution.integrated_gradients import IntegratedGradients
 from lightning_xai.attribution.registry import available, get
 from lightning_xai.attribution.smoothgrad import SmoothGrad
+from lightning_xai.attribution.surrogate import KernelShap, Lime
 
 __all__ = [
     "Explainer",
@@ -19,6 +20,8 @@ __all__ = [
     "GradientShap",
     "InputXGradient",
     "IntegratedGradients",
+    "KernelShap",
+    "Lime",
     "Objective",
     "Saliency",
     "SmoothGrad",

@@ -10,6 +10,7 @@ from lightning_xai.attribution.gradient import InputXGradient, Saliency
 from lightning_xai.attribution.gradient_shap import GradientShap
 from lightning_xai.attribution.integrated_gradients import IntegratedGradients
 from lightning_xai.attribution.smoothgrad import SmoothGrad
+from lightning_xai.attribution.surrogate import KernelShap, Lime
 
 __all__ = ["EXPLAINERS", "available", "get"]
 
@@ -18,6 +19,8 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "gradient_shap": GradientShap,
     "input_x_gradient": InputXGradient,
     "integrated_gradients": IntegratedGradients,
+    "kernel_shap": KernelShap,
+    "lime": Lime,
     "saliency": Saliency,
     "smoothgrad": SmoothGrad,
 }
