@@ -50,5 +50,7 @@ def test_metric_accumulates_over_batches(setup):
 
 def test_completeness_checks_shapes(setup):
     model, x, target = setup
-    with pytest.raises(ValueError, match=r"attributions shaped like the inputs \[10, 6\]; got \[10, 1, 6\]"):
-        completeness_error(model, x, x[:, None], target)
+    with pytest.raises(
+        ValueError, match=r"one attribution map per input sample \(10\); got attributions of shape \[9, 6\]"
+    ):
+        completeness_error(model, x, x[1:], target)

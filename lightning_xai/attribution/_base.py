@@ -9,8 +9,17 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution._hygiene import gradient_scope
+from lightning_xai.attribution._layers import capture_output, find_module, replace_output
 
-__all__ = ["Explainer", "Objective", "TargetLike", "check_logits", "row_chunks"]
+__all__ = [
+    "Explainer",
+    "LayerObjective",
+    "Objective",
+    "TargetLike",
+    "broadcast_baseline",
+    "check_logits",
+    "row_chunks",
+]
 
 TargetLike = int | Tensor | None
 
@@ -67,12 +76,53 @@ class Objective:
         (grad,) = torch.autograd.grad(self(inputs, rows).sum(), inputs)
         return grad
 
+    def reference(self, baseline: float | Tensor, inputs: Tensor) -> Tensor:
+        """The baseline ``x'`` of the attributed ``inputs``, broadcast to their shape, dtype and device."""
+        return broadcast_baseline(baseline, inputs)
+
     def chunked_gradient(self, inputs: Tensor, rows: Tensor | None, max_batch_size: int) -> Tensor:
         """:meth:`gradient` of any number of rows, at most ``max_batch_size`` per model call."""
         if inputs.shape[0] <= max_batch_size:
             return self.gradient(inputs, rows)
         chunks = row_chunks(inputs.shape[0], max_batch_size, inputs.device)
         return torch.cat([self.gradient(inputs[c], c if rows is None else rows[c]) for c in chunks])
+
+
+class LayerObjective(Objective):
+    """Target scores as a function of a layer's output, for attributing to that layer instead of the inputs.
+
+    The model runs on the original inputs with the layer's output replaced, so gradients are taken with respect to
+    the layer's activations (as Captum's ``Layer*`` methods do).
+
+    Args:
+        model: the model.
+        target: class index per sample.
+        module: the layer whose output is attributed.
+        inputs: the model's inputs (any dtype: integer token ids are fine).
+    """
+
+    def __init__(self, model: nn.Module, target: Tensor, module: nn.Module, inputs: Tensor) -> None:
+        super().__init__(model, target)
+        self.module = module
+        self.inputs = inputs
+
+    def __call__(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Scores with the layer's output replaced by ``inputs`` (rows taken from the original inputs' ``rows``)."""
+        with replace_output(self.module, inputs):
+            return super().__call__(self.inputs if rows is None else self.inputs[rows], rows)
+
+    def reference(self, baseline: float | Tensor, inputs: Tensor) -> Tensor:
+        """The layer's output at the baseline *input* (e.g. token id 0), as Captum's ``LayerIntegratedGradients``."""
+        return layer_output(self.model, self.module, super().reference(baseline, self.inputs))
+
+
+def layer_output(model: nn.Module, module: nn.Module, inputs: Tensor) -> Tensor:
+    """The output ``module`` produces when ``model`` runs on ``inputs`` (no gradients)."""
+    with torch.no_grad(), capture_output(module) as capture:
+        model(inputs)
+    if capture.output is None:
+        raise ValueError(f"layer {type(module).__name__} was not called by the model's forward pass")
+    return capture.output
 
 
 class Explainer(abc.ABC):
@@ -90,6 +140,9 @@ class Explainer(abc.ABC):
 
     #: Whether attributions carry a sign (rendered with a diverging colour map) or are magnitudes.
     signed: bool = True
+    #: Whether ``self.layer`` names a layer whose output is attributed instead of the inputs.
+    layer_targets: bool = False
+    layer: str | None = None
 
     def __init__(self, max_batch_size: int = 128) -> None:
         if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
@@ -112,11 +165,16 @@ class Explainer(abc.ABC):
             ValueError: for inputs that are not a floating-point batch, targets of the wrong shape or dtype,
                 target indices outside the model's outputs, or a model whose output is not ``[B, num_classes]``.
         """
-        _check_inputs(inputs)
+        layer = self.layer if self.layer_targets else None
+        _check_inputs(inputs, integer_ok=layer is not None)
         with gradient_scope(inputs.device):
             inputs = inputs.detach().clone()  # a normal tensor, even if `inputs` was made in inference mode
-            objective = Objective(model, self._resolve_target(model, inputs, target))
-            return self.attribute(objective, inputs).detach()
+            target = self._resolve_target(model, inputs, target)
+            if layer is None:
+                return self.attribute(Objective(model, target), inputs).detach()
+            module = find_module(model, layer)
+            objective = LayerObjective(model, target, module, inputs)
+            return self.attribute(objective, layer_output(model, module, inputs)).detach()
 
     def completeness_baseline(self, inputs: Tensor) -> Tensor | None:
         """The baseline ``x'`` for which this method promises ``sum(attr) == F(x) - F(x')``, or ``None``.
@@ -158,6 +216,21 @@ class Explainer(abc.ABC):
         return f"{type(self).__name__}({args})"
 
 
+def broadcast_baseline(baseline: float | Tensor, inputs: Tensor) -> Tensor:
+    """``baseline`` (a number or a tensor) broadcast to ``inputs``' shape, dtype and device.
+
+    Raises:
+        ValueError: if a tensor baseline does not broadcast to the inputs.
+    """
+    baseline = torch.as_tensor(baseline, device=inputs.device, dtype=inputs.dtype)
+    try:
+        return baseline.expand_as(inputs)
+    except RuntimeError as err:
+        raise ValueError(
+            f"baseline of shape {list(baseline.shape)} does not broadcast to inputs {list(inputs.shape)}"
+        ) from err
+
+
 def check_logits(out: object, target_max: int = -1) -> None:
     """Raise a ValueError unless ``out`` is a ``[B, num_classes]`` tensor with more than ``target_max`` classes."""
     if not isinstance(out, Tensor) or out.dim() != 2:
@@ -170,13 +243,13 @@ def check_logits(out: object, target_max: int = -1) -> None:
         )
 
 
-def _check_inputs(inputs: object) -> None:
+def _check_inputs(inputs: object, integer_ok: bool = False) -> None:
     if not isinstance(inputs, Tensor):
         raise ValueError(f"inputs must be a torch.Tensor batch [B, ...]; got {type(inputs).__name__}")
     if inputs.dim() < 2:
         raise ValueError(f"inputs must be a batch of shape [B, ...] with at least 2 dims; got {list(inputs.shape)}")
-    if not inputs.is_floating_point():
+    if not inputs.is_floating_point() and not integer_ok:
         raise ValueError(
             f"inputs must be floating point to be differentiated; got {inputs.dtype}. Integer inputs such as token "
-            "ids must be explained at an embedding layer instead"
+            "ids must be explained at an embedding layer instead: pass layer='<embedding module name>'"
         )

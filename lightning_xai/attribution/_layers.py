@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from torch import Tensor, nn
 
-__all__ = ["LayerCapture", "capture_output", "find_module"]
+__all__ = ["LayerCapture", "capture_output", "find_module", "replace_output"]
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
@@ -66,5 +66,30 @@ def capture_output(module: nn.Module) -> Iterator[LayerCapture]:
     handle = module.register_forward_hook(hook)
     try:
         yield capture
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def replace_output(module: nn.Module, value: Tensor) -> Iterator[None]:
+    """Make ``module`` return ``value`` instead of its own output during forward passes inside the block.
+
+    Example:
+        >>> import torch
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        >>> with replace_output(net[0], torch.tensor([[-1.0, 3.0]])):
+        ...     net(torch.zeros(1, 2))
+        tensor([[0., 3.]])
+    """
+
+    def hook(_module: nn.Module, _args: object, output: object) -> Tensor:
+        if not isinstance(output, Tensor) or output.shape[1:] != value.shape[1:]:
+            found = list(output.shape) if isinstance(output, Tensor) else type(output).__name__
+            raise ValueError(f"layer {type(module).__name__} returns {found}; cannot replace it by {list(value.shape)}")
+        return value
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
     finally:
         handle.remove()

@@ -17,6 +17,8 @@ class Saliency(Explainer):
 
     Args:
         abs: return the absolute value of the gradient (a magnitude map) instead of the signed gradient.
+        layer: attribute to this layer's output instead of the inputs (e.g. ``"embedding"`` for token ids);
+            the result is shaped like that output. Captum: ``LayerGradientXActivation``'s gradient part.
         max_batch_size: the most samples forwarded at once.
 
     Example:
@@ -28,9 +30,12 @@ class Saliency(Explainer):
         tensor([[1., 2., 3.]])
     """
 
-    def __init__(self, abs: bool = True, max_batch_size: int = 128) -> None:
+    layer_targets = True
+
+    def __init__(self, abs: bool = True, layer: str | None = None, max_batch_size: int = 128) -> None:
         super().__init__(max_batch_size)
         self.abs = abs
+        self.layer = layer
         self.signed = not abs
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
@@ -47,6 +52,8 @@ class InputXGradient(Explainer):
     score minus the bias.
 
     Args:
+        layer: attribute to this layer's output instead of the inputs: activation × gradient, as Captum's
+            ``LayerGradientXActivation``; the result is shaped like that output.
         max_batch_size: the most samples forwarded at once.
 
     Example:
@@ -58,8 +65,11 @@ class InputXGradient(Explainer):
         tensor([[ 2., -6.]])
     """
 
-    def __init__(self, max_batch_size: int = 128) -> None:
+    layer_targets = True
+
+    def __init__(self, layer: str | None = None, max_batch_size: int = 128) -> None:
         super().__init__(max_batch_size)
+        self.layer = layer
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Return ``inputs * gradient``."""

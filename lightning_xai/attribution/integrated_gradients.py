@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.attribution._base import Explainer, Objective, row_chunks
+from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline, row_chunks
 
 __all__ = ["IntegratedGradients", "quadrature"]
 
@@ -73,6 +73,9 @@ class IntegratedGradients(Explainer):
         method: ``"gausslegendre"`` or ``"riemann_trapezoid"``, ``"riemann_left"``, ``"riemann_right"``,
             ``"riemann_middle"``.
         baseline: the reference input: a number (every feature) or a tensor broadcastable to the inputs.
+        layer: integrate at this layer's output instead of the inputs, from its value at the baseline input to its
+            value at the input (Captum's ``LayerIntegratedGradients``; e.g. ``"embedding"`` for token ids, with
+            ``baseline`` the token id of the reference). The result is shaped like that output.
         max_batch_size: the most interpolated rows forwarded at once.
 
     Example:
@@ -88,6 +91,7 @@ class IntegratedGradients(Explainer):
         steps: int = 50,
         method: Method = "gausslegendre",
         baseline: float | Tensor = 0.0,
+        layer: str | None = None,
         max_batch_size: int = 128,
     ) -> None:
         super().__init__(max_batch_size)
@@ -97,23 +101,18 @@ class IntegratedGradients(Explainer):
         self.steps = steps
         self.method = method
         self.baseline = baseline
+        self.layer = layer
+
+    layer_targets = True
 
     def completeness_baseline(self, inputs: Tensor) -> Tensor:
-        """The baseline broadcast to ``inputs``' shape, dtype and device."""
-        if isinstance(self.baseline, Tensor):
-            baseline = self.baseline.to(device=inputs.device, dtype=inputs.dtype)
-            try:
-                return baseline.expand_as(inputs)
-            except RuntimeError as err:
-                raise ValueError(
-                    f"baseline of shape {list(baseline.shape)} does not broadcast to inputs {list(inputs.shape)}"
-                ) from err
-        return torch.full_like(inputs, float(self.baseline))
+        """The baseline input broadcast to ``inputs``' shape, dtype and device (also with a ``layer``)."""
+        return broadcast_baseline(self.baseline, inputs)
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Integrate gradients along the straight path from the baseline, ``max_batch_size`` rows at a time."""
         batch = inputs.shape[0]
-        baseline = self.completeness_baseline(inputs)
+        baseline = objective.reference(self.baseline, inputs)
         delta = inputs - baseline
         view = (-1,) + (1,) * (inputs.dim() - 1)
         alphas = self._alphas.to(device=inputs.device, dtype=inputs.dtype)

@@ -12,15 +12,11 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_xai.attribution._base import Explainer, Objective
+from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline
 from lightning_xai.attribution._coalitions import FeatureMask, coalition_scores, feature_groups
 from lightning_xai.attribution._sampling import check_sampling_args, private_generator
 
 __all__ = ["KernelShap", "Lime", "shapley_kernel_coalitions"]
-
-
-def _baseline_like(baseline: float | Tensor, inputs: Tensor) -> Tensor:
-    return torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device).expand_as(inputs)
 
 
 def _spread(values: Tensor, groups: Tensor) -> Tensor:
@@ -103,12 +99,12 @@ class KernelShap(Explainer):
 
     def completeness_baseline(self, inputs: Tensor) -> Tensor:
         """Kernel SHAP's attributions sum exactly to ``F(x) - F(baseline)``."""
-        return _baseline_like(self.baseline, inputs)
+        return broadcast_baseline(self.baseline, inputs)
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Score the coalitions and solve the constrained regression for every sample at once."""
         groups, count = feature_groups(self.feature_mask, inputs, self.max_features, "KernelShap")
-        baseline = _baseline_like(self.baseline, inputs)
+        baseline = broadcast_baseline(self.baseline, inputs)
         generator = private_generator(self.seed, inputs.device)
         coalitions, weights = shapley_kernel_coalitions(count, self.samples, generator)
         ends = torch.stack([torch.ones(count, dtype=torch.bool, device=inputs.device), torch.zeros_like(coalitions[0])])
@@ -181,7 +177,7 @@ class Lime(Explainer):
         generator = private_generator(self.seed, inputs.device)
         coalitions = torch.rand(self.samples, count, generator=generator, device=inputs.device) < 0.5
         scores = coalition_scores(
-            objective, inputs, _baseline_like(self.baseline, inputs), groups, coalitions, self.max_batch_size
+            objective, inputs, broadcast_baseline(self.baseline, inputs), groups, coalitions, self.max_batch_size
         ).double()
         z = coalitions.double()
         distance = 1.0 - (z.sum(1) / count).sqrt()  # cosine distance to the all-ones coalition; 1 for the empty one

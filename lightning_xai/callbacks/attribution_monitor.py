@@ -207,7 +207,7 @@ class AttributionMonitor(Callback):
                     if not torch.isfinite(attr).all():
                         raise FloatingPointError("its attributions contain NaN or Inf")
                     baseline = explainer.completeness_baseline(inputs)
-                    if baseline is not None and attr.shape == inputs.shape:
+                    if baseline is not None:
                         error = completeness_error(pl_module, inputs, attr, target, baseline, explainer.max_batch_size)
                         scalars[f"xai/{name}/completeness"] = error.mean()
                 except Exception as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.attribution._base import check_logits, row_chunks
+from lightning_xai.attribution._base import broadcast_baseline, check_logits, row_chunks
 
 __all__ = ["completeness_error"]
 
@@ -37,7 +37,8 @@ def completeness_error(
     Args:
         model: a module mapping ``inputs`` to logits ``[B, num_classes]`` (used in the mode it is in).
         inputs: the explained batch ``[B, ...]``.
-        attributions: attributions shaped like ``inputs``.
+        attributions: attributions of each sample, shaped like ``inputs`` or like a layer's output (Integrated
+            Gradients at a layer is complete too: the layer's path runs from its value at the baseline input).
         target: class index per sample, ``LongTensor[B]``.
         baseline: the baseline the attributions were computed against (a number or a tensor broadcastable to
             ``inputs``).
@@ -47,7 +48,7 @@ def completeness_error(
         ``Tensor[B]``, in the units of the model's output.
 
     Raises:
-        ValueError: if the attributions are not shaped like the inputs.
+        ValueError: if there is not one attribution map per sample.
 
     Example:
         >>> model = torch.nn.Linear(2, 1)
@@ -59,13 +60,13 @@ def completeness_error(
         >>> completeness_error(model, x, torch.zeros_like(x), torch.tensor([0]))
         tensor([1.5000])
     """
-    if attributions.shape != inputs.shape:
+    if attributions.shape[:1] != inputs.shape[:1]:
         raise ValueError(
-            f"completeness needs attributions shaped like the inputs {list(inputs.shape)}; "
-            f"got {list(attributions.shape)}"
+            f"completeness needs one attribution map per input sample ({inputs.shape[0]}); "
+            f"got attributions of shape {list(attributions.shape)}"
         )
     with torch.no_grad():
-        reference = torch.as_tensor(baseline, dtype=inputs.dtype, device=inputs.device).expand_as(inputs)
+        reference = broadcast_baseline(baseline, inputs)
         gap = _target_scores(model, inputs, target, max_batch_size) - _target_scores(
             model, reference, target, max_batch_size
         )
