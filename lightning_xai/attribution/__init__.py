@@ -6,6 +6,7 @@ Every explainer is configured in ``__init__`` and called as ``explainer(model, i
 
 from lightning_xai.attribution._base import Explainer, Objective
 from lightning_xai.attribution._hygiene import explanation_mode, gradient_scope
+from lightning_xai.attribution.attention import AttentionRollout
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
 from lightning_xai.attribution.gradient_shap import GradientShap
@@ -15,6 +16,7 @@ from lightning_xai.attribution.smoothgrad import SmoothGrad
 from lightning_xai.attribution.surrogate import KernelShap, Lime
 
 __all__ = [
+    "AttentionRollout",
     "Explainer",
     "GradCAM",
     "GradientShap",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_xai.attribution._base import Explainer
+from lightning_xai.attribution.attention import AttentionRollout
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
 from lightning_xai.attribution.gradient_shap import GradientShap
@@ -15,6 +16,7 @@ from lightning_xai.attribution.surrogate import KernelShap, Lime
 __all__ = ["EXPLAINERS", "available", "get"]
 
 EXPLAINERS: dict[str, type[Explainer]] = {
+    "attention_rollout": AttentionRollout,
     "gradcam": GradCAM,
     "gradient_shap": GradientShap,
     "input_x_gradient": InputXGradient,
