@@ -17,12 +17,14 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import (
     Explainer,
+    FeatureAblation,
     GradCAM,
     GradientShap,
     InputXGradient,
     IntegratedGradients,
     KernelShap,
     Lime,
+    Occlusion,
     Saliency,
     SmoothGrad,
 )
@@ -41,6 +43,8 @@ def explainers() -> dict[str, Explainer]:
         "gradient_shap": GradientShap(samples=3, noise=0.1),
         "kernel_shap": KernelShap(samples=16, feature_mask=4),
         "lime": Lime(samples=16, feature_mask=4),
+        "occlusion": Occlusion(window=(4, 4), stride=(2, 2)),
+        "ablation": FeatureAblation(feature_mask=4),
     }
 
 

@@ -5,7 +5,9 @@ Every explainer is configured in ``__init__`` and called as ``explainer(model, i
 """
 
 from lightning_xai.attribution._base import Explainer, Objective
+from lightning_xai.attribution._coalitions import grid_mask
 from lightning_xai.attribution._hygiene import explanation_mode, gradient_scope
+from lightning_xai.attribution.ablation import FeatureAblation, Occlusion
 from lightning_xai.attribution.attention import AttentionRollout
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
@@ -18,6 +20,7 @@ from lightning_xai.attribution.surrogate import KernelShap, Lime
 __all__ = [
     "AttentionRollout",
     "Explainer",
+    "FeatureAblation",
     "GradCAM",
     "GradientShap",
     "InputXGradient",
@@ -25,10 +28,12 @@ __all__ = [
     "KernelShap",
     "Lime",
     "Objective",
+    "Occlusion",
     "Saliency",
     "SmoothGrad",
     "available",
     "explanation_mode",
     "get",
     "gradient_scope",
+    "grid_mask",
 ]

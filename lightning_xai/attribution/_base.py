@@ -76,6 +76,12 @@ class Objective:
         (grad,) = torch.autograd.grad(self(inputs, rows).sum(), inputs)
         return grad
 
+    def chunked_scores(self, inputs: Tensor, max_batch_size: int) -> Tensor:
+        """Target scores of every sample of ``inputs`` (no gradients), at most ``max_batch_size`` per model call."""
+        with torch.no_grad():
+            chunks = row_chunks(inputs.shape[0], max_batch_size, inputs.device)
+            return torch.cat([self(inputs[rows], rows) for rows in chunks])
+
     def reference(self, baseline: float | Tensor, inputs: Tensor) -> Tensor:
         """The baseline ``x'`` of the attributed ``inputs``, broadcast to their shape, dtype and device."""
         return broadcast_baseline(baseline, inputs)

@@ -7,12 +7,14 @@ coalitions for all samples at once, ``max_batch_size`` rows per model call.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
 from lightning_xai.attribution._base import Objective, row_chunks
 
-__all__ = ["FeatureMask", "coalition_scores", "feature_groups", "grid_mask"]
+__all__ = ["FeatureMask", "coalition_scores", "feature_groups", "grid_mask", "perturbation_scores"]
 
 FeatureMask = Tensor | int | tuple[int, int] | None
 
@@ -79,6 +81,36 @@ def feature_groups(feature_mask: FeatureMask, inputs: Tensor, max_features: int,
     return ids.view(sample_shape), values.numel()
 
 
+def perturbation_scores(
+    objective: Objective,
+    inputs: Tensor,
+    baseline: Tensor,
+    keep: Callable[[Tensor], Tensor],
+    count: int,
+    max_batch_size: int,
+) -> Tensor:
+    """Target scores of ``count`` perturbations of every sample, ``[count, B]``, ``max_batch_size`` rows at a time.
+
+    Args:
+        objective: the model and targets.
+        inputs: ``[B, ...]``.
+        baseline: replacement values, broadcastable to ``inputs``.
+        keep: maps perturbation indices ``[R]`` to boolean masks broadcastable to ``[R, *sample_shape]``: true where
+            the input is kept, false where it is replaced by the baseline. Built per chunk, so no ``count`` masks
+            are held at once.
+        count: the number of perturbations.
+        max_batch_size: the most (perturbation, sample) rows per model call.
+    """
+    batch = inputs.shape[0]
+    baseline = baseline.expand_as(inputs)
+    scores = torch.empty(count * batch, device=inputs.device, dtype=inputs.dtype)
+    with torch.no_grad():
+        for rows in row_chunks(count * batch, max_batch_size, inputs.device):
+            perturbation, sample = rows // batch, rows % batch
+            scores[rows] = objective(torch.where(keep(perturbation), inputs[sample], baseline[sample]), sample)
+    return scores.view(count, batch)
+
+
 def coalition_scores(
     objective: Objective,
     inputs: Tensor,
@@ -87,23 +119,10 @@ def coalition_scores(
     coalitions: Tensor,
     max_batch_size: int,
 ) -> Tensor:
-    """Target scores of every coalition for every sample, ``[M, B]``.
-
-    Args:
-        objective: the model and targets.
-        inputs: ``[B, ...]``.
-        baseline: replacement values, broadcastable to ``inputs``.
-        groups: group id of each element of a sample (from :func:`feature_groups`).
-        coalitions: ``[M, G]`` booleans, 1 = keep the group's input values.
-        max_batch_size: the most rows (coalition, sample) per model call.
-    """
-    batch = inputs.shape[0]
-    baseline = baseline.expand_as(inputs)
+    """Target scores of every coalition ``[M, G]`` (1 = keep the group) for every sample, ``[M, B]``."""
     flat_groups = groups.flatten()
-    scores = torch.empty(coalitions.shape[0] * batch, device=inputs.device, dtype=inputs.dtype)
-    with torch.no_grad():
-        for rows in row_chunks(coalitions.shape[0] * batch, max_batch_size, inputs.device):
-            coalition, sample = rows // batch, rows % batch
-            keep = coalitions[coalition][:, flat_groups].view(-1, *inputs.shape[1:])
-            scores[rows] = objective(torch.where(keep, inputs[sample], baseline[sample]), sample)
-    return scores.view(coalitions.shape[0], batch)
+
+    def keep(index: Tensor) -> Tensor:
+        return coalitions[index][:, flat_groups].view(-1, *groups.shape)
+
+    return perturbation_scores(objective, inputs, baseline, keep, coalitions.shape[0], max_batch_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lightning_xai.attribution._base import Explainer
+from lightning_xai.attribution.ablation import FeatureAblation, Occlusion
 from lightning_xai.attribution.attention import AttentionRollout
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
@@ -17,12 +18,14 @@ __all__ = ["EXPLAINERS", "available", "get"]
 
 EXPLAINERS: dict[str, type[Explainer]] = {
     "attention_rollout": AttentionRollout,
+    "feature_ablation": FeatureAblation,
     "gradcam": GradCAM,
     "gradient_shap": GradientShap,
     "input_x_gradient": InputXGradient,
     "integrated_gradients": IntegratedGradients,
     "kernel_shap": KernelShap,
     "lime": Lime,
+    "occlusion": Occlusion,
     "saliency": Saliency,
     "smoothgrad": SmoothGrad,
 }

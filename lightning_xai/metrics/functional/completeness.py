@@ -5,18 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.attribution._base import broadcast_baseline, check_logits, row_chunks
+from lightning_xai.attribution._base import Objective, broadcast_baseline
 
 __all__ = ["completeness_error"]
-
-
-def _target_scores(model: nn.Module, inputs: Tensor, target: Tensor, max_batch_size: int) -> Tensor:
-    scores = []
-    for rows in row_chunks(inputs.shape[0], max_batch_size, inputs.device):
-        out = model(inputs[rows])
-        check_logits(out)
-        scores.append(out.gather(1, target[rows].unsqueeze(1)).squeeze(1))
-    return torch.cat(scores)
 
 
 def completeness_error(
@@ -67,8 +58,7 @@ def completeness_error(
         )
     with torch.no_grad():
         reference = broadcast_baseline(baseline, inputs)
-        gap = _target_scores(model, inputs, target, max_batch_size) - _target_scores(
-            model, reference, target, max_batch_size
-        )
+        objective = Objective(model, target)
+        gap = objective.chunked_scores(inputs, max_batch_size) - objective.chunked_scores(reference, max_batch_size)
         total = attributions.reshape(attributions.shape[0], -1).sum(dim=1)
         return (total - gap).abs()
