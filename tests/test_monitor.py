@@ -16,6 +16,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import (
+    AttentionRollout,
     Explainer,
     FeatureAblation,
     GradCAM,
@@ -28,7 +29,7 @@ from lightning_xai.attribution import (
     Saliency,
     SmoothGrad,
 )
-from lightning_xai.demo import SmallCNN, SyntheticPatternsDataModule
+from lightning_xai.demo import SmallCNN, SyntheticPatternsDataModule, TinyViT
 
 NUM_PROBE = 6
 
@@ -287,3 +288,23 @@ def test_target_label_with_an_unlabelled_explicit_probe(tmp_path):
     monitor.set_probe(torch.randn(4, 1, 16, 16))
     with pytest.raises(ValueError, match="target='label'\\) needs class-index labels"):
         make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(model(), datamodule())
+
+
+def _fit_vit(tmp_path, callbacks) -> dict[str, torch.Tensor]:
+    pl.seed_everything(3)
+    net = TinyViT(num_classes=3, image_size=16, dim=16, depth=2, heads=2, dropout=0.2)
+    make_trainer(tmp_path, callbacks, max_epochs=2).fit(net, datamodule())
+    return net.state_dict()
+
+
+def test_attention_rollout_in_a_vision_transformer_keeps_training_bit_identical(tmp_path):
+    without = _fit_vit(tmp_path / "a", [])
+    monitor = AttributionMonitor(
+        {"rollout": AttentionRollout(), "ig": IntegratedGradients(steps=4), "smoothgrad": SmoothGrad(samples=2)},
+        num_probe=NUM_PROBE,
+    )
+    with_monitor = _fit_vit(tmp_path / "b", [monitor])
+    assert [k for k in without if not torch.equal(without[k], with_monitor[k])] == []
+    events = read_events(tmp_path / "b" / "run")
+    assert len(events.Images("xai/rollout/heatmaps")) == 2
+    assert torch.backends.mha.get_fastpath_enabled()

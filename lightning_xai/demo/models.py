@@ -1,4 +1,4 @@
-"""A small convolutional classifier with BatchNorm and Dropout, the model of the demos, tests and benchmarks."""
+"""Small demo classifiers: a CNN with BatchNorm and Dropout, and a tiny vision transformer."""
 
 from __future__ import annotations
 
@@ -9,15 +9,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SmallCNN"]
+__all__ = ["ImageClassifier", "SmallCNN", "TinyViT"]
 
 
-class SmallCNN(pl.LightningModule):
+class ImageClassifier(pl.LightningModule):
+    """Cross-entropy training, validation and test steps shared by the demo models.
+
+    Batches are tuples whose first element is the input and second the class label; further elements (such as
+    the synthetic data's masks) are ignored. Logs ``train_loss``, ``val_loss``, ``val_acc``, ``test_loss`` and
+    ``test_acc``; optimises with Adam at ``hparams.lr``.
+    """
+
+    def _step(self, batch: Any, stage: str) -> Tensor:
+        x, y = batch[0], batch[1]
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, on_step=stage == "train")
+        if stage != "train":
+            self.log(f"{stage}_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+        return loss
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Cross-entropy on one batch."""
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Loss and accuracy on one batch."""
+        return self._step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """Loss and accuracy on one batch."""
+        return self._step(batch, "test")
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam with the configured learning rate."""
+        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+
+class SmallCNN(ImageClassifier):
     """Two 3x3 convolutions with BatchNorm, a pooled linear head with Dropout.
 
-    ``features.3`` is the last convolution (the usual Grad-CAM layer). Batches are tuples whose first element is
-    the input and second the class label; further elements (such as the synthetic data's masks) are ignored.
-    Logs ``train_loss``, ``val_loss``, ``val_acc``, ``test_loss`` and ``test_acc``.
+    ``features.3`` is the last convolution (the usual Grad-CAM layer). Steps and logging: :class:`ImageClassifier`.
 
     Args:
         in_channels: channels of the input images.
@@ -53,27 +85,54 @@ class SmallCNN(pl.LightningModule):
         """Logits ``[B, num_classes]``."""
         return self.classifier(self.features(x))
 
-    def _step(self, batch: Any, stage: str) -> Tensor:
-        x, y = batch[0], batch[1]
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        self.log(f"{stage}_loss", loss, on_epoch=True, prog_bar=True, on_step=stage == "train")
-        if stage != "train":
-            self.log(f"{stage}_acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
-        return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Cross-entropy on one batch."""
-        return self._step(batch, "train")
+class TinyViT(ImageClassifier):
+    """A small vision transformer: patch embedding, a CLS token, ``nn.TransformerEncoder``, a linear head.
 
-    def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Loss and accuracy on one batch."""
-        return self._step(batch, "val")
+    Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words", shrunk for CPUs. Its attention is what
+    :class:`~lightning_xai.attribution.AttentionRollout` rolls out. Steps and logging: :class:`ImageClassifier`.
 
-    def test_step(self, batch: Any, batch_idx: int) -> Tensor:
-        """Loss and accuracy on one batch."""
-        return self._step(batch, "test")
+    Args:
+        in_channels: channels of the input images.
+        num_classes: number of classes.
+        image_size: side of the (square) input images.
+        patch_size: side of the square patches (must divide ``image_size``).
+        dim: token width.
+        depth: number of encoder layers.
+        heads: attention heads per layer.
+        dropout: dropout inside the encoder layers.
+        lr: Adam's learning rate.
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        """Adam with the configured learning rate."""
-        return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+    Example:
+        >>> TinyViT(num_classes=3, image_size=16)(torch.zeros(2, 1, 16, 16)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 4,
+        image_size: int = 32,
+        patch_size: int = 4,
+        dim: int = 32,
+        depth: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"patch_size must divide image_size; got patch_size={patch_size}, image_size={image_size}")
+        self.save_hyperparameters()
+        self.patches = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position = nn.Parameter(0.02 * torch.randn(1, (image_size // patch_size) ** 2 + 1, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` from the CLS token."""
+        tokens = self.patches(x).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + self.position
+        return self.head(self.encoder(tokens)[:, 0])
