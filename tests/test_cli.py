@@ -82,3 +82,46 @@ def test_quickstart_example_runs(tmp_path):
     trainer = quickstart.main(max_epochs=1, save_dir=str(tmp_path))
     assert trainer.callback_metrics["val_acc"] > 0.5
     assert len(read_events(tmp_path / "quickstart").Images("xai/ig/heatmaps")) == 1
+
+
+ALL_EXPLAINERS = """
+trainer:
+  callbacks:
+    - class_path: lightning_xai.AttributionMonitor
+      init_args:
+        num_probe: 4
+        explainers:
+          saliency: {class_path: lightning_xai.attribution.Saliency}
+          ixg: {class_path: lightning_xai.attribution.InputXGradient}
+          ig: {class_path: lightning_xai.attribution.IntegratedGradients, init_args: {steps: 4, method: riemann_middle}}
+          gradcam: {class_path: lightning_xai.attribution.GradCAM, init_args: {layer: features.3, upsample: nearest}}
+          smoothgrad:
+            class_path: lightning_xai.attribution.SmoothGrad
+            init_args:
+              samples: 2
+              variant: vargrad
+              base: {class_path: lightning_xai.attribution.InputXGradient}
+          gradient_shap: {class_path: lightning_xai.attribution.GradientShap, init_args: {samples: 2, baselines: 0.5}}
+          occlusion: {class_path: lightning_xai.attribution.Occlusion, init_args: {window: [8, 8], stride: [4, 4]}}
+          ablation: {class_path: lightning_xai.attribution.FeatureAblation, init_args: {feature_mask: 8}}
+          kernel_shap: {class_path: lightning_xai.attribution.KernelShap, init_args: {samples: 8, feature_mask: [8,16]}}
+          lime: {class_path: lightning_xai.attribution.Lime, init_args: {samples: 8, feature_mask: 8, alpha: 0.5}}
+"""
+
+
+@pytest.mark.slow
+def test_every_explainer_is_configurable_from_yaml(tmp_path):
+    config = tmp_path / "all.yaml"
+    config.write_text(ALL_EXPLAINERS)
+    main(
+        [
+            *small_run(tmp_path, "synthetic.yaml"),
+            "--config",
+            str(config),
+            "--data.init_args.num_train=64",
+            "--data.init_args.num_val=16",
+        ]
+    )
+    images = set(read_events(tmp_path / "runs" / "synthetic").Tags()["images"])
+    names = ["saliency", "ixg", "ig", "gradcam", "smoothgrad", "gradient_shap", "occlusion", "ablation", "kernel_shap"]
+    assert {f"xai/{name}/heatmaps" for name in [*names, "lime"]} <= images
