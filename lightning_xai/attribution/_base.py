@@ -44,11 +44,13 @@ class Objective:
     Args:
         model: a module mapping a batch to logits of shape ``[B, num_classes]``.
         target: class index per sample, ``LongTensor[B]``.
+        softmax: score the softmax probability of the target class instead of its logit.
     """
 
-    def __init__(self, model: nn.Module, target: Tensor) -> None:
+    def __init__(self, model: nn.Module, target: Tensor, softmax: bool = False) -> None:
         self.model = model
         self.target = target
+        self.softmax = softmax
         self._target_max = int(target.max()) if target.numel() else -1
         self._checked = False
 
@@ -65,6 +67,8 @@ class Objective:
             check_logits(out, self._target_max)
             self._checked = True
         target = self.target if rows is None else self.target[rows]
+        if self.softmax:
+            out = out.softmax(dim=1)
         return out.gather(1, target.unsqueeze(1)).squeeze(1)
 
     def gradient(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:

@@ -85,7 +85,7 @@ def perturbation_scores(
     objective: Objective,
     inputs: Tensor,
     baseline: Tensor,
-    keep: Callable[[Tensor], Tensor],
+    keep: Callable[[Tensor, Tensor], Tensor],
     count: int,
     max_batch_size: int,
 ) -> Tensor:
@@ -95,9 +95,9 @@ def perturbation_scores(
         objective: the model and targets.
         inputs: ``[B, ...]``.
         baseline: replacement values, broadcastable to ``inputs``.
-        keep: maps perturbation indices ``[R]`` to boolean masks broadcastable to ``[R, *sample_shape]``: true where
-            the input is kept, false where it is replaced by the baseline. Built per chunk, so no ``count`` masks
-            are held at once.
+        keep: maps the perturbation and sample index of each row (two ``[R]`` tensors) to boolean masks
+            broadcastable to ``[R, *sample_shape]``: true where the input is kept, false where it is replaced by the
+            baseline. Built per chunk, so no ``count`` masks are held at once.
         count: the number of perturbations.
         max_batch_size: the most (perturbation, sample) rows per model call.
     """
@@ -107,7 +107,8 @@ def perturbation_scores(
     with torch.no_grad():
         for rows in row_chunks(count * batch, max_batch_size, inputs.device):
             perturbation, sample = rows // batch, rows % batch
-            scores[rows] = objective(torch.where(keep(perturbation), inputs[sample], baseline[sample]), sample)
+            kept = keep(perturbation, sample)
+            scores[rows] = objective(torch.where(kept, inputs[sample], baseline[sample]), sample)
     return scores.view(count, batch)
 
 
@@ -122,7 +123,7 @@ def coalition_scores(
     """Target scores of every coalition ``[M, G]`` (1 = keep the group) for every sample, ``[M, B]``."""
     flat_groups = groups.flatten()
 
-    def keep(index: Tensor) -> Tensor:
+    def keep(index: Tensor, _sample: Tensor) -> Tensor:
         return coalitions[index][:, flat_groups].view(-1, *groups.shape)
 
     return perturbation_scores(objective, inputs, baseline, keep, coalitions.shape[0], max_batch_size)

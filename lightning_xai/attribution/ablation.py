@@ -117,7 +117,7 @@ class Occlusion(Explainer):
             raise ValueError(f"window {self.window} does not fit inputs of spatial size {(height, width)}")
         windows = self._window_masks(height, width, inputs.device)  # [P, H, W]: true inside window p
 
-        def keep(index: Tensor) -> Tensor:
+        def keep(index: Tensor, _sample: Tensor) -> Tensor:
             return ~windows[index].unsqueeze(1)
 
         baseline = broadcast_baseline(self.baseline, inputs)

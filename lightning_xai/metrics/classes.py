@@ -1,0 +1,290 @@
+"""``torchmetrics.Metric`` classes of the functional metrics: each ``update`` calls exactly its function."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from torch import Tensor, nn
+
+from lightning_xai.attribution import Explainer
+from lightning_xai.metrics import functional as F
+from lightning_xai.metrics._base import AttributionMetric, ExplanationBatch
+
+__all__ = [
+    "Complexity",
+    "DeletionAUC",
+    "FaithfulnessCorrelation",
+    "Infidelity",
+    "InsertionAUC",
+    "MaxSensitivity",
+    "PointingGame",
+    "RandomizationSimilarity",
+    "RelevanceMassAccuracy",
+    "RelevanceRankAccuracy",
+    "Sparseness",
+]
+
+
+class DeletionAUC(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.deletion_auc` (lower is better)."""
+
+    name, higher_is_better = "deletion_auc", False
+
+    def __init__(self, steps: int = 32, baseline: float = 0.0, max_batch_size: int = 128, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.steps, self.baseline, self.max_batch_size = steps, baseline, max_batch_size
+
+    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+        """Add one batch."""
+        self._accumulate(
+            F.deletion_auc(model, inputs, attributions, target, self.steps, self.baseline, self.max_batch_size)
+        )
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+
+
+class InsertionAUC(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.insertion_auc` (higher is better)."""
+
+    name, higher_is_better = "insertion_auc", True
+
+    def __init__(self, steps: int = 32, blur_sigma: float = 5.0, max_batch_size: int = 128, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.steps, self.blur_sigma, self.max_batch_size = steps, blur_sigma, max_batch_size
+
+    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+        """Add one batch."""
+        self._accumulate(
+            F.insertion_auc(model, inputs, attributions, target, self.steps, self.blur_sigma, self.max_batch_size)
+        )
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+
+
+class FaithfulnessCorrelation(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.faithfulness_correlation` (higher is better)."""
+
+    name, higher_is_better = "faithfulness_correlation", True
+
+    def __init__(
+        self,
+        runs: int = 100,
+        subset_size: int | None = None,
+        baseline: float = 0.0,
+        seed: int = 0,
+        max_batch_size: int = 128,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.runs, self.subset_size, self.baseline = runs, subset_size, baseline
+        self.seed, self.max_batch_size = seed, max_batch_size
+
+    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+        """Add one batch."""
+        self._accumulate(
+            F.faithfulness_correlation(
+                model,
+                inputs,
+                attributions,
+                target,
+                self.runs,
+                self.subset_size,
+                self.baseline,
+                self.seed,
+                self.max_batch_size,
+            )
+        )
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+
+
+class Infidelity(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.infidelity` (lower is better)."""
+
+    name, higher_is_better = "infidelity", False
+
+    def __init__(
+        self,
+        samples: int = 10,
+        noise: float = 0.1,
+        normalize: bool = False,
+        seed: int = 0,
+        max_batch_size: int = 128,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.samples, self.noise, self.normalize = samples, noise, normalize
+        self.seed, self.max_batch_size = seed, max_batch_size
+
+    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+        """Add one batch."""
+        self._accumulate(
+            F.infidelity(
+                model,
+                inputs,
+                attributions,
+                target,
+                self.samples,
+                self.noise,
+                self.normalize,
+                self.seed,
+                self.max_batch_size,
+            )
+        )
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+
+
+class MaxSensitivity(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.max_sensitivity` (lower is better)."""
+
+    name, higher_is_better = "max_sensitivity", False
+
+    def __init__(
+        self, samples: int = 10, radius: float = 0.05, seed: int = 0, max_batch_size: int = 128, **kwargs: object
+    ) -> None:
+        super().__init__(**kwargs)
+        self.samples, self.radius, self.seed, self.max_batch_size = samples, radius, seed, max_batch_size
+
+    def update(
+        self,
+        model: nn.Module,
+        explainer: Explainer,
+        inputs: Tensor,
+        target: Tensor,
+        attributions: Tensor | None = None,
+    ) -> None:
+        """Add one batch."""
+        self._accumulate(
+            F.max_sensitivity(
+                model,
+                explainer,
+                inputs,
+                target,
+                attributions,
+                self.samples,
+                self.radius,
+                self.seed,
+                self.max_batch_size,
+            )
+        )
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.model, batch.explainer, batch.inputs, batch.target, batch.attributions)
+
+
+class RandomizationSimilarity(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.randomization_similarity` (lower is better).
+
+    A score near 1 means the explanation barely depends on the learned weights: the sanity check fails.
+    """
+
+    name, higher_is_better = "randomization_similarity", False
+
+    def __init__(
+        self, reduction: Literal["mean", "last"] = "mean", abs: bool = True, seed: int = 0, **kwargs: object
+    ) -> None:
+        super().__init__(**kwargs)
+        self.reduction, self.abs, self.seed = reduction, abs, seed
+
+    def update(
+        self,
+        model: nn.Module,
+        explainer: Explainer,
+        inputs: Tensor,
+        target: Tensor,
+        attributions: Tensor | None = None,
+    ) -> None:
+        """Add one batch."""
+        self._accumulate(
+            F.randomization_similarity(
+                model, explainer, inputs, target, attributions, self.reduction, self.abs, self.seed
+            )
+        )
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.model, batch.explainer, batch.inputs, batch.target, batch.attributions)
+
+
+class Sparseness(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.sparseness` (higher: sparser)."""
+
+    name, higher_is_better = "sparseness", True
+
+    def __init__(self, abs: bool = True, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.abs = abs
+
+    def update(self, attributions: Tensor) -> None:
+        """Add one batch."""
+        self._accumulate(F.sparseness(attributions, self.abs))
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.attributions)
+
+
+class Complexity(AttributionMetric):
+    """Mean :func:`~lightning_xai.metrics.functional.complexity` (lower: simpler)."""
+
+    name, higher_is_better = "complexity", False
+
+    def __init__(self, abs: bool = True, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.abs = abs
+
+    def update(self, attributions: Tensor) -> None:
+        """Add one batch."""
+        self._accumulate(F.complexity(attributions, self.abs))
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch."""
+        self.update(batch.attributions)
+
+
+class _Localisation(AttributionMetric):
+    needs_masks = True
+    higher_is_better = True
+
+    def __init__(self, abs: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.abs = abs
+
+    def update(self, attributions: Tensor, masks: Tensor) -> None:
+        """Add one batch (samples with an empty mask are skipped)."""
+        self._accumulate(self._function(attributions, masks, self.abs))
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch with masks."""
+        self.update(batch.attributions, batch.masks)
+
+
+class PointingGame(_Localisation):
+    """Hit rate of :func:`~lightning_xai.metrics.functional.pointing_game` (higher is better)."""
+
+    name = "pointing_game"
+    _function = staticmethod(F.pointing_game)
+
+
+class RelevanceMassAccuracy(_Localisation):
+    """Mean :func:`~lightning_xai.metrics.functional.relevance_mass_accuracy` (higher is better)."""
+
+    name = "relevance_mass_accuracy"
+    _function = staticmethod(F.relevance_mass_accuracy)
+
+
+class RelevanceRankAccuracy(_Localisation):
+    """Mean :func:`~lightning_xai.metrics.functional.relevance_rank_accuracy` (higher is better)."""
+
+    name = "relevance_rank_accuracy"
+    _function = staticmethod(F.relevance_rank_accuracy)

@@ -1,0 +1,74 @@
+"""Localisation: does the explanation fall on the ground-truth region (masks from the data)?"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lightning_xai.metrics.functional._utils import flat
+
+__all__ = ["pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy"]
+
+
+def _align(attributions: Tensor, masks: Tensor, abs: bool) -> tuple[Tensor, Tensor]:
+    """``[B, N]`` attributions and boolean masks; multi-channel maps with one-channel masks are channel-summed."""
+    if attributions.dim() == masks.dim() == 4 and attributions.shape[1] != masks.shape[1] and masks.shape[1] == 1:
+        attributions = attributions.sum(dim=1, keepdim=True)
+    if attributions.shape != masks.shape:
+        raise ValueError(
+            f"masks must have the attributions' shape {list(attributions.shape)} (or one channel of it); "
+            f"got {list(masks.shape)}"
+        )
+    a = flat(attributions).double()
+    return (a.abs() if abs else a), flat(masks).bool()
+
+
+def _empty_to_nan(scores: Tensor, masks: Tensor) -> Tensor:
+    return torch.where(masks.any(dim=1), scores, torch.full_like(scores, float("nan")))
+
+
+def pointing_game(attributions: Tensor, masks: Tensor, abs: bool = False) -> Tensor:
+    """1 where the most relevant position lies inside the mask, else 0 (NaN for an empty mask).
+
+    Zhang et al. 2018, "Top-down Neural Attention by Excitation Backprop". Ties for the maximum count as a hit if
+    any of them is inside. Equals Quantus's ``PointingGame`` (``weighted=False``) with the same ``abs``.
+
+    Example:
+        >>> pointing_game(torch.tensor([[0.1, 0.9, 0.2]]), torch.tensor([[0, 1, 0]]))
+        tensor([1.], dtype=torch.float64)
+    """
+    a, m = _align(attributions, masks, abs)
+    top = a == a.amax(dim=1, keepdim=True)
+    return _empty_to_nan((top & m).any(dim=1).double(), m)
+
+
+def relevance_mass_accuracy(attributions: Tensor, masks: Tensor, abs: bool = False) -> Tensor:
+    """Share of the total relevance that falls inside the mask.
+
+    Arras, Osman & Samek 2022, "CLEVR-XAI: A benchmark dataset for the ground truth evaluation of neural network
+    explanations". Equals Quantus's ``RelevanceMassAccuracy`` with the same ``abs``.
+
+    Example:
+        >>> relevance_mass_accuracy(torch.tensor([[1.0, 3.0]]), torch.tensor([[0, 1]]))
+        tensor([0.7500], dtype=torch.float64)
+    """
+    a, m = _align(attributions, masks, abs)
+    return _empty_to_nan((a * m).sum(dim=1) / a.sum(dim=1), m)
+
+
+def relevance_rank_accuracy(attributions: Tensor, masks: Tensor, abs: bool = False) -> Tensor:
+    """Share of the ``K`` most relevant positions that lie inside the mask, ``K`` = the mask's size.
+
+    Arras, Osman & Samek 2022. Equals Quantus's ``RelevanceRankAccuracy`` with the same ``abs`` (for maps
+    without ties).
+
+    Example:
+        >>> relevance_rank_accuracy(torch.tensor([[0.9, 0.1, 0.8, 0.2]]), torch.tensor([[1, 1, 0, 0]]))
+        tensor([0.5000], dtype=torch.float64)
+    """
+    a, m = _align(attributions, masks, abs)
+    size = m.sum(dim=1)
+    order = a.argsort(dim=1, descending=True)
+    in_top = torch.arange(a.shape[1], device=a.device)[None, :] < size[:, None]
+    hits = (m.gather(1, order) & in_top).sum(dim=1)
+    return _empty_to_nan(hits.double() / size.clamp(min=1), m)

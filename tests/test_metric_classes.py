@@ -1,0 +1,80 @@
+"""Every metric class: the same numbers as its function, and accumulation over batches equals one big batch."""
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_xai.attribution import Saliency
+from lightning_xai.metrics import (
+    Complexity,
+    DeletionAUC,
+    ExplanationBatch,
+    FaithfulnessCorrelation,
+    Infidelity,
+    InsertionAUC,
+    MaxSensitivity,
+    PointingGame,
+    RandomizationSimilarity,
+    RelevanceMassAccuracy,
+    RelevanceRankAccuracy,
+    Sparseness,
+)
+from lightning_xai.metrics import functional as F
+
+
+def make_batch(rows=slice(None)):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 36, 3)).eval()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 1, 6, 6, generator=gen)
+    masks = (torch.rand(6, 1, 6, 6, generator=gen) > 0.6).float()
+    masks[2] = 0  # an empty mask: NaN score, left out of the mean
+    target = torch.tensor([0, 1, 2, 0, 1, 2])
+    explainer = Saliency(abs=False)
+    attributions = explainer(model, x, target)
+    return ExplanationBatch(model, explainer, x[rows], attributions[rows], target[rows], masks[rows])
+
+
+CASES = [
+    (DeletionAUC(steps=6), lambda b: F.deletion_auc(b.model, b.inputs, b.attributions, b.target, steps=6)),
+    (InsertionAUC(steps=6), lambda b: F.insertion_auc(b.model, b.inputs, b.attributions, b.target, steps=6)),
+    (
+        FaithfulnessCorrelation(runs=10),
+        lambda b: F.faithfulness_correlation(b.model, b.inputs, b.attributions, b.target, runs=10),
+    ),
+    (Infidelity(samples=3), lambda b: F.infidelity(b.model, b.inputs, b.attributions, b.target, samples=3)),
+    (
+        MaxSensitivity(samples=3),
+        lambda b: F.max_sensitivity(b.model, b.explainer, b.inputs, b.target, b.attributions, samples=3),
+    ),
+    (
+        RandomizationSimilarity(),
+        lambda b: F.randomization_similarity(b.model, b.explainer, b.inputs, b.target, b.attributions),
+    ),
+    (Sparseness(), lambda b: F.sparseness(b.attributions)),
+    (Complexity(), lambda b: F.complexity(b.attributions)),
+    (PointingGame(), lambda b: F.pointing_game(b.attributions, b.masks)),
+    (RelevanceMassAccuracy(abs=True), lambda b: F.relevance_mass_accuracy(b.attributions, b.masks, abs=True)),
+    (RelevanceRankAccuracy(), lambda b: F.relevance_rank_accuracy(b.attributions, b.masks)),
+]
+
+
+@pytest.mark.parametrize(("metric", "function"), CASES, ids=lambda c: type(c).__name__)
+def test_class_equals_function_and_accumulates(metric, function):
+    whole = make_batch()
+    scores = function(whole)
+    expected = scores[torch.isfinite(scores)].mean().float()
+    metric.update_from(whole)
+    torch.testing.assert_close(metric.compute(), expected)
+    if type(metric).__name__ in ("FaithfulnessCorrelation", "Infidelity", "MaxSensitivity", "RandomizationSimilarity"):
+        return  # their random draws depend on the batch they are given: no split-invariance to check
+    metric.reset()
+    metric.update_from(make_batch(slice(0, 4)))
+    metric.update_from(make_batch(slice(4, 6)))
+    torch.testing.assert_close(metric.compute(), expected)
+
+
+def test_direction_and_names():
+    assert DeletionAUC.higher_is_better is False and InsertionAUC.higher_is_better is True
+    assert RandomizationSimilarity.higher_is_better is False and PointingGame.needs_masks
+    assert [m.name for m, _ in CASES][:2] == ["deletion_auc", "insertion_auc"]
