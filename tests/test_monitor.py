@@ -30,6 +30,17 @@ from lightning_xai.attribution import (
     SmoothGrad,
 )
 from lightning_xai.demo import SmallCNN, SyntheticPatternsDataModule, TinyViT
+from lightning_xai.metrics import (
+    AttributionMetric,
+    DeletionAUC,
+    FaithfulnessCorrelation,
+    InsertionAUC,
+    MaxSensitivity,
+    PointingGame,
+    RandomizationSimilarity,
+    RelevanceMassAccuracy,
+    Sparseness,
+)
 
 NUM_PROBE = 6
 
@@ -114,7 +125,8 @@ def test_probe_is_drawn_after_the_sanity_check_and_class_balanced(tmp_path):
     dm = datamodule()
     trainer = make_trainer(tmp_path, [monitor], max_epochs=1, num_sanity_val_steps=1, logger=False)
     trainer.fit(model(), dm)
-    inputs, labels = monitor.probe
+    inputs, labels, masks = monitor.probe
+    assert masks is None  # no mask_key
     assert labels.tolist() == [0, 1, 2, 0, 1, 2]
     val_x, val_y = dm.val_dataloader().dataset.tensors[:2]
     first_of_each = [int((val_y == c).nonzero()[0]) for c in range(3)]
@@ -130,7 +142,15 @@ def _fit_state(tmp_path, callbacks) -> dict[str, torch.Tensor]:
 
 def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path):
     without = _fit_state(tmp_path / "a", [])
-    monitor = AttributionMonitor(explainers(), num_probe=NUM_PROBE)
+    metrics = [
+        DeletionAUC(steps=4),
+        FaithfulnessCorrelation(runs=5),
+        MaxSensitivity(samples=2),
+        RandomizationSimilarity(),
+        Sparseness(),
+        PointingGame(),
+    ]
+    monitor = AttributionMonitor(explainers(), metrics=metrics, num_probe=NUM_PROBE, mask_key=2)
     with_monitor = _fit_state(tmp_path / "b", [monitor])
     assert monitor.state_dict()["evaluations"] == 2
     assert without.keys() == with_monitor.keys()
@@ -279,7 +299,7 @@ def test_an_explicit_probe_and_a_fixed_target(tmp_path):
     attr = IntegratedGradients(steps=4)(net, images[:3], 2)
     expected = (attr.sum(dim=(1, 2, 3)) - (net(images[:3])[:, 2] - net(torch.zeros_like(images[:3]))[:, 2])).abs()
     assert trainer.callback_metrics["xai/ig/completeness"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
-    with pytest.raises(ValueError, match=r"probe labels must be a tensor of shape \[3\]; got shape \[2\]"):
+    with pytest.raises(ValueError, match=r"probe labels must be a tensor with 3 rows; got shape \[2\]"):
         monitor.set_probe(images[:3], labels[:2])
 
 
@@ -308,3 +328,81 @@ def test_attention_rollout_in_a_vision_transformer_keeps_training_bit_identical(
     events = read_events(tmp_path / "b" / "run")
     assert len(events.Images("xai/rollout/heatmaps")) == 2
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_metrics_are_logged_per_explainer_with_curves_stability_and_agreement(tmp_path):
+    metrics = [DeletionAUC(steps=8), InsertionAUC(steps=8), Sparseness(), PointingGame(), RelevanceMassAccuracy()]
+    monitor = AttributionMonitor(
+        {"ig": IntegratedGradients(steps=4), "saliency": Saliency(abs=False)},
+        metrics=metrics,
+        num_probe=NUM_PROBE,
+        mask_key=2,
+        metric_every_n_epochs={"pointing_game": 2},
+    )
+    make_trainer(tmp_path, [monitor], max_epochs=2).fit(model(), datamodule())
+    events = read_events(tmp_path / "run")
+    scalars = set(events.Tags()["scalars"])
+    for name in ("ig", "saliency"):
+        for metric in ("deletion_auc", "insertion_auc", "sparseness", "relevance_mass_accuracy"):
+            assert len(events.Scalars(f"xai/{name}/{metric}")) == 2
+        second = events.Scalars(f"xai/{name}/deletion_auc")[1].step
+        assert [e.step for e in events.Scalars(f"xai/{name}/pointing_game")] == [second]  # every 2nd epoch only
+        assert len(events.Scalars(f"xai/{name}/stability")) == 1  # needs a previous evaluation
+        assert f"xai/{name}/curves" in events.Tags()["images"]
+    assert "xai/agreement/ig__saliency" in scalars
+    deletion = [e.value for e in events.Scalars("xai/ig/deletion_auc")]
+    assert all(0.0 <= v <= 1.0 for v in deletion)
+
+
+def test_mask_metrics_without_masks_are_skipped_with_one_warning(tmp_path):
+    monitor = AttributionMonitor({"s": Saliency()}, metrics=[PointingGame(), Sparseness()], num_probe=NUM_PROBE)
+    with pytest.warns(UserWarning, match="metric 'pointing_game' needs ground-truth masks.*Set mask_key") as record:
+        make_trainer(tmp_path, [monitor], max_epochs=2).fit(model(), datamodule())
+    assert sum("pointing_game" in str(w.message) for w in record) == 1
+    scalars = set(read_events(tmp_path / "run").Tags()["scalars"])
+    assert "xai/s/sparseness" in scalars and "xai/s/pointing_game" not in scalars
+
+
+class AlwaysNaN(AttributionMetric):
+    name, higher_is_better = "always_nan", True
+
+    def update(self):
+        self.total += float("nan")
+        self.count += 1
+
+    def update_from(self, batch):
+        self.update()
+
+
+def test_a_non_finite_score_is_never_logged(tmp_path):
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    monitor = AttributionMonitor({"s": Saliency()}, metrics=[AlwaysNaN()], num_probe=NUM_PROBE)
+    stopper = EarlyStopping(monitor="val_loss", check_finite=True, patience=10)
+    with pytest.warns(UserWarning, match="xai/s/always_nan is not finite this evaluation; it is not logged"):
+        make_trainer(tmp_path, [monitor, stopper], max_epochs=2).fit(model(), datamodule())
+    assert "xai/s/always_nan" not in read_events(tmp_path / "run").Tags()["scalars"]
+
+
+def test_gating_on_a_metric_every_other_epoch(tmp_path):
+    from pytorch_lightning.callbacks import EarlyStopping
+
+    pl.seed_everything(0)
+    monitor = AttributionMonitor(
+        {"ig": IntegratedGradients(steps=4)}, metrics=[DeletionAUC(steps=4)], num_probe=NUM_PROBE, every_n_epochs=2
+    )
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="xai/ig/deletion_auc", mode="min", every_n_epochs=2, save_top_k=1
+    )
+    stopper = EarlyStopping(monitor="xai/ig/deletion_auc", mode="min", patience=1, check_on_train_epoch_end=False)
+    trainer = make_trainer(tmp_path, [monitor, checkpoint, stopper], max_epochs=4, enable_checkpointing=True)
+    with pytest.raises(RuntimeError, match="xai/ig/deletion_auc"):
+        trainer.fit(model(), datamodule())  # EarlyStopping checks every validation: epoch 0 has no score yet
+    checkpoint = ModelCheckpoint(
+        dirpath=tmp_path / "ckpt2", monitor="xai/ig/deletion_auc", mode="min", every_n_epochs=2, save_top_k=1
+    )
+    trainer = make_trainer(tmp_path, [monitor, checkpoint], max_epochs=4, enable_checkpointing=True)
+    trainer.fit(model(), datamodule())
+    scores = [e.value for e in read_events(tmp_path / "run").Scalars("xai/ig/deletion_auc")]
+    assert checkpoint.best_model_score.item() == pytest.approx(min(scores[-2:]))
+    assert checkpoint.best_model_path.endswith(".ckpt")

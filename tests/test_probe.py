@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lightning_xai.callbacks._probe import ProbeCollector, balanced_order, split_batch
+from lightning_xai.callbacks._probe import Probe, ProbeCollector, balanced_order, split_batch
 
 
 def test_balanced_order_is_round_robin_over_sorted_labels():
@@ -21,9 +21,9 @@ def test_collector_keeps_memory_bounded_and_selects_the_same_as_one_pass():
     y = torch.randint(0, 20, (500,), generator=gen)
     collector = ProbeCollector(4)
     for start in range(0, 500, 32):
-        collector.add(x[start : start + 32], y[start : start + 32])
+        collector.add(Probe(x[start : start + 32], y[start : start + 32]))
         assert collector.count <= 16
-    inputs, labels = collector.select()
+    inputs, labels, _ = collector.select()
     order = balanced_order(y)[0][:4]
     torch.testing.assert_close(inputs, x[order])
     assert labels.tolist() == [0, 1, 2, 3]
@@ -31,18 +31,23 @@ def test_collector_keeps_memory_bounded_and_selects_the_same_as_one_pass():
 
 def test_collector_without_labels_takes_the_first_samples():
     collector = ProbeCollector(3)
-    collector.add(torch.arange(2.0)[:, None], None)
-    collector.add(torch.arange(2.0, 6.0)[:, None], torch.zeros(4, 2))  # not class indices: ignored
-    inputs, labels = collector.select()
+    collector.add(Probe(torch.arange(2.0)[:, None]))
+    collector.add(Probe(torch.arange(2.0, 6.0)[:, None], torch.zeros(4, 2)))  # not class indices: ignored
+    inputs, labels, _ = collector.select()
     assert inputs.flatten().tolist() == [0.0, 1.0, 2.0] and labels is None
 
 
 def test_split_batch_structures():
     x, y = torch.zeros(2, 3), torch.tensor([1, 0])
-    assert split_batch((x, y))[1] is y
-    assert split_batch([x, y, "meta"], 0, None)[1] is None
-    assert split_batch(x)[0] is x
-    assert split_batch({"a": y, "b": x}, batch_fn=lambda b: (b["b"], b["a"]))[0] is x
+    assert split_batch((x, y)).labels is y
+    assert split_batch([x, y, "meta"], 0, None).labels is None
+    assert split_batch(x).inputs is x
+    assert split_batch({"a": y, "b": x}, batch_fn=lambda b: (b["b"], b["a"])).inputs is x
+    masks = torch.ones(2, 1, 3)
+    assert split_batch((x, y, masks), mask_key=2).masks is masks
+    assert split_batch(x, batch_fn=lambda b: (b, None, masks)).masks is masks
+    with pytest.raises(ValueError, match="the masks have 1 rows but the inputs 2"):
+        split_batch((x, y, masks[:1]), mask_key=2)
     with pytest.raises(ValueError, match=r"tuple of 1 elements \(Tensor\); target_key=1 .* position from 0 to 0"):
         split_batch((x,))
     with pytest.raises(ValueError, match=r"input_key='img' does not select anything: set input_key to one of \['x'\]"):

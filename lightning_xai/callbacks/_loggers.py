@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytorch_lightning as pl
+from matplotlib.figure import Figure
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
@@ -33,10 +34,18 @@ def custom_scalars_layout(explainer_names: list[str]) -> dict[str, dict[str, lis
     return {"lightning_xai": charts}
 
 
-def write_visuals(writer: SummaryWriter, step: int, images: dict[str, Tensor], histograms: dict[str, Tensor]) -> None:
-    """Add ``images`` (``[3, H, W]`` in [0, 1]) and ``histograms`` (any shape) at ``step``, then flush."""
+def write_visuals(
+    writer: SummaryWriter,
+    step: int,
+    images: dict[str, Tensor],
+    histograms: dict[str, Tensor],
+    figures: dict[str, Figure] | None = None,
+) -> None:
+    """Add ``images`` (``[3, H, W]`` in [0, 1]), ``histograms`` (any shape) and ``figures`` at ``step``; flush."""
     for tag, image in images.items():
         writer.add_image(tag, image.detach().float().cpu(), global_step=step, dataformats="CHW")
     for tag, values in histograms.items():
         writer.add_histogram(tag, values.detach().float().flatten().cpu(), global_step=step)
+    for tag, figure in (figures or {}).items():
+        writer.add_figure(tag, figure, global_step=step, close=False)
     writer.flush()

@@ -8,14 +8,14 @@ would shift the training stream.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["BatchFn", "ProbeCollector", "balanced_order", "split_batch"]
+__all__ = ["BatchFn", "Probe", "ProbeCollector", "balanced_order", "split_batch"]
 
-BatchFn = Callable[[Any], tuple[Tensor, Tensor | None]]
+BatchFn = Callable[[Any], tuple]
 
 
 def _describe(batch: object) -> str:
@@ -46,37 +46,65 @@ def _raise(message: str) -> object:
     raise ValueError(f"AttributionMonitor cannot read the batch: {message} (or pass batch_fn=...)")
 
 
+class Probe(NamedTuple):
+    """The explained samples: inputs, class labels and ground-truth masks (each ``None`` when the data has none)."""
+
+    inputs: Tensor
+    labels: Tensor | None = None
+    masks: Tensor | None = None
+
+    def take(self, index: Tensor | slice) -> Probe:
+        """The samples at ``index``."""
+        return Probe(*(None if t is None else t[index] for t in self))
+
+    def to(self, device: torch.device) -> Probe:
+        """The probe on ``device``."""
+        return Probe(*(None if t is None else t.to(device) for t in self))
+
+    def cat(self, other: Probe) -> Probe:
+        """Both probes' samples; a field is kept only if both have it."""
+        return Probe(*(None if a is None or b is None else torch.cat([a, b]) for a, b in zip(self, other, strict=True)))
+
+
 def split_batch(
-    batch: object, input_key: int | str = 0, target_key: int | str | None = 1, batch_fn: BatchFn | None = None
-) -> tuple[Tensor, Tensor | None]:
-    """Extract ``(inputs, labels)`` from a batch of any structure.
+    batch: object,
+    input_key: int | str = 0,
+    target_key: int | str | None = 1,
+    mask_key: int | str | None = None,
+    batch_fn: BatchFn | None = None,
+) -> Probe:
+    """Extract inputs, labels and masks from a batch of any structure.
 
     Args:
         batch: what the validation dataloader yields.
         input_key: position (tuple/list batches) or key (dict batches) of the inputs.
         target_key: position or key of the labels, or ``None`` when batches carry no labels.
-        batch_fn: a function ``batch -> (inputs, labels or None)`` used instead of the keys.
+        mask_key: position or key of ground-truth masks (for localisation metrics), or ``None``.
+        batch_fn: a function ``batch -> (inputs, labels or None[, masks])`` used instead of the keys.
 
     Raises:
-        ValueError: naming what the batch is and what would select the inputs or labels.
+        ValueError: naming what the batch is and what would select the inputs, labels or masks.
 
     Example:
-        >>> x, y = split_batch({"image": torch.zeros(2, 3), "label": torch.tensor([0, 1])}, "image", "label")
-        >>> x.shape, y.tolist()
-        (torch.Size([2, 3]), [0, 1])
+        >>> probe = split_batch({"image": torch.zeros(2, 3), "label": torch.tensor([0, 1])}, "image", "label")
+        >>> probe.inputs.shape, probe.labels.tolist(), probe.masks
+        (torch.Size([2, 3]), [0, 1], None)
     """
     if batch_fn is not None:
-        inputs, labels = batch_fn(batch)
+        found = batch_fn(batch)
+        inputs, labels, masks = (*found, None)[:3] if isinstance(found, tuple) else (found, None, None)
     elif isinstance(batch, Tensor):
-        inputs, labels = batch, None
+        inputs, labels, masks = batch, None, None
     else:
         inputs = _pick(batch, input_key, "input")
         labels = None if target_key is None else _pick(batch, target_key, "target")
-    if not isinstance(inputs, Tensor):
-        _raise(f"the inputs selected from {_describe(batch)} are a {type(inputs).__name__}, not a tensor")
-    if labels is not None and not isinstance(labels, Tensor):
-        _raise(f"the labels selected from {_describe(batch)} are a {type(labels).__name__}, not a tensor")
-    return inputs, labels
+        masks = None if mask_key is None else _pick(batch, mask_key, "mask")
+    for what, value in (("inputs", inputs), ("labels", labels), ("masks", masks)):
+        if value is not None and not isinstance(value, Tensor):
+            _raise(f"the {what} selected from {_describe(batch)} are a {type(value).__name__}, not a tensor")
+    if masks is not None and masks.shape[0] != inputs.shape[0]:
+        _raise(f"the masks have {masks.shape[0]} rows but the inputs {inputs.shape[0]}")
+    return Probe(inputs, labels, masks)
 
 
 def balanced_order(labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -111,43 +139,36 @@ class ProbeCollector:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self.inputs: Tensor | None = None
-        self.labels: Tensor | None = None
+        self.candidates: Probe | None = None
 
     @property
     def count(self) -> int:
         """How many candidates are held."""
-        return 0 if self.inputs is None else self.inputs.shape[0]
+        return 0 if self.candidates is None else self.candidates.inputs.shape[0]
 
-    def add(self, inputs: Tensor, labels: Tensor | None) -> None:
+    def add(self, batch: Probe) -> None:
         """Add a batch (detached copies are kept, usable outside inference mode)."""
         with torch.inference_mode(False):
-            inputs = inputs.detach().clone()
-            labels = labels.detach().clone() if _is_class_vector(labels, inputs.shape[0]) else None
-        if self.inputs is None:
-            self.inputs, self.labels = inputs, labels
-        elif self.labels is not None and labels is not None:
-            self.inputs, self.labels = torch.cat([self.inputs, inputs]), torch.cat([self.labels, labels])
-        else:
-            self.inputs, self.labels = torch.cat([self.inputs, inputs]), None
+            batch = Probe(*(None if t is None else t.detach().clone() for t in batch))
+        if not _is_class_vector(batch.labels, batch.inputs.shape[0]):
+            batch = batch._replace(labels=None)
+        self.candidates = batch if self.candidates is None else self.candidates.cat(batch)
         self._prune()
 
     def _prune(self) -> None:
-        if self.labels is None:
-            self.inputs = self.inputs[: self.size]
+        if self.candidates.labels is None:
+            self.candidates = self.candidates.take(slice(0, self.size))
             return
-        _, rank, group = balanced_order(self.labels)
-        keep = (rank < self.size) & (group < self.size)
-        self.inputs, self.labels = self.inputs[keep], self.labels[keep]
+        _, rank, group = balanced_order(self.candidates.labels)
+        self.candidates = self.candidates.take((rank < self.size) & (group < self.size))
 
-    def select(self) -> tuple[Tensor, Tensor | None]:
+    def select(self) -> Probe:
         """The probe: up to ``size`` candidates, class-balanced when labels are class indices."""
-        if self.inputs is None:
+        if self.candidates is None:
             raise ValueError("no candidates were collected")
-        if self.labels is None:
-            return self.inputs[: self.size], None
-        order = balanced_order(self.labels)[0][: self.size]
-        return self.inputs[order], self.labels[order]
+        if self.candidates.labels is None:
+            return self.candidates.take(slice(0, self.size))
+        return self.candidates.take(balanced_order(self.candidates.labels)[0][: self.size])
 
 
 def _is_class_vector(labels: Tensor | None, batch: int) -> bool:

@@ -13,11 +13,12 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_xai.attribution import Explainer, explanation_mode, gradient_scope
+from lightning_xai.attribution import Explainer
+from lightning_xai.callbacks._evaluation import Evaluation, evaluate
 from lightning_xai.callbacks._loggers import custom_scalars_layout, tensorboard_writers, write_visuals
-from lightning_xai.callbacks._probe import BatchFn, ProbeCollector, split_batch
-from lightning_xai.metrics.functional import completeness_error
-from lightning_xai.render import attribution_grid
+from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
+from lightning_xai.metrics import AttributionMetric
+from lightning_xai.render import attribution_grid, curves_figure
 
 __all__ = ["AttributionMonitor"]
 
@@ -28,37 +29,51 @@ class AttributionMonitor(Callback):
     """Explain a fixed set of validation samples while the model trains, and log what the explanations show.
 
     At every ``every_n_epochs``-th validation (and at every ``trainer.validate``), each explainer attributes the
-    model's decision on the probe set, and the monitor logs:
+    model's decision on the probe set, each metric scores each explainer's attributions, and the monitor logs:
 
     * scalars with ``pl_module.log(..., sync_dist=True)`` in ``on_validation_epoch_end``, so ``ModelCheckpoint``
-      and ``EarlyStopping`` can monitor them in the same validation:
-      ``xai/<explainer>/completeness`` (explainers with the completeness axiom, e.g. Integrated Gradients: mean over
-      the probe of ``|sum(attr) - (F(x) - F(baseline))|``), ``xai/time_s/<explainer>`` (seconds that explainer
-      took) and ``xai/time_s`` (seconds the whole evaluation took, pictures included);
+      and ``EarlyStopping`` can monitor them in the same validation: ``xai/<explainer>/<metric>`` for every metric
+      (e.g. ``xai/ig/deletion_auc``), ``xai/<explainer>/completeness`` (explainers with the completeness axiom:
+      mean ``|sum(attr) - (F(x) - F(baseline))|``), ``xai/<explainer>/stability`` (mean Spearman correlation with
+      the same explainer's attributions at the previous evaluation), ``xai/agreement/<e1>__<e2>`` (between
+      explainers), ``xai/time_s/<explainer>`` and ``xai/time_s`` (seconds the whole evaluation took). A score
+      that is not finite is never logged (it would stop training through ``EarlyStopping``): it is skipped with
+      a warning;
     * from rank zero, to every TensorBoard logger: an image per explainer ``xai/<explainer>/heatmaps`` (a row per
       probe sample: input | heatmap | overlay; diverging colours for signed attributions, sequential for
       magnitudes; each map scaled by its own 99th percentile of ``|a|``, the same rule every epoch), a histogram
-      of attribution values ``xai/<explainer>/values``, and once a custom-scalars layout grouping the loss curves,
-      one chart per explainer and the cost.
+      ``xai/<explainer>/values``, a figure ``xai/<explainer>/curves`` of the mean deletion/insertion curves when
+      those metrics run, and once a custom-scalars layout grouping the loss curves, one chart per explainer and
+      the cost.
 
     The probe is drawn once, during the first validation after the sanity check, from the batches validation
-    produces (class-balanced when labels are class indices: round-robin over classes in order of appearance), and
-    is kept in the callback's ``state_dict`` so a resumed run explains the same samples. The model is explained in
-    eval mode with every piece of training state restored afterwards (see
+    produces (class-balanced when labels are class indices: round-robin over classes), with its ground-truth
+    masks when ``mask_key`` is set, and kept in the callback's ``state_dict`` so a resumed run explains the same
+    samples. The model is explained in eval mode with all training state restored afterwards (see
     :func:`~lightning_xai.attribution.explanation_mode`): training with the monitor is bit-identical to training
     without it.
 
+    Scores exist only at evaluations: with ``every_n_epochs > 1`` a ``ModelCheckpoint``/``EarlyStopping`` that
+    monitors an ``xai/*`` key must run on the same epochs (``ModelCheckpoint(every_n_epochs=n)``,
+    ``EarlyStopping(check_on_train_epoch_end=False)`` with patience counted in evaluations): Lightning keeps the
+    last logged value between evaluations, and before the first one the key does not exist.
+
     Args:
         explainers: name → explainer, e.g. ``{"ig": IntegratedGradients(steps=32)}``; names become tag parts.
+        metrics: metric instances (``lightning_xai.metrics``) computed for every explainer.
         num_probe: how many validation samples to explain.
         every_n_epochs: explain at the validation of every n-th epoch during ``fit``.
+        metric_every_n_epochs: metric name → a less frequent schedule for expensive metrics (in epochs; a multiple
+            of ``every_n_epochs`` makes sense), e.g. ``{"randomization_similarity": 5}``.
         target: ``"pred"`` (the model's predicted class), ``"label"`` (the batch's label) or a class index.
         input_key: position (tuple/list batches) or key (dict batches) of the inputs in a validation batch.
         target_key: position or key of the labels, or ``None`` when batches have none.
-        batch_fn: instead of the keys, a function ``batch -> (inputs, labels or None)``.
+        mask_key: position or key of ground-truth masks (localisation metrics), or ``None``.
+        batch_fn: instead of the keys, a function ``batch -> (inputs, labels or None[, masks])``.
         log_images: write the heatmap grids (image inputs ``[B, C, H, W]`` only).
         log_histograms: write histograms of attribution values.
-        strict: re-raise an explainer's exception instead of warning and skipping that explainer.
+        agreement: log the rank agreement between every pair of explainers.
+        strict: re-raise an explainer's or metric's exception instead of warning and skipping it.
 
     Example:
         >>> from lightning_xai.attribution import IntegratedGradients, Saliency
@@ -70,29 +85,38 @@ class AttributionMonitor(Callback):
     def __init__(
         self,
         explainers: dict[str, Explainer],
+        metrics: list[AttributionMetric] | None = None,
         num_probe: int = 16,
         every_n_epochs: int = 1,
+        metric_every_n_epochs: dict[str, int] | None = None,
         target: Literal["pred", "label"] | int = "pred",
         input_key: int | str = 0,
         target_key: int | str | None = 1,
+        mask_key: int | str | None = None,
         batch_fn: BatchFn | None = None,
         log_images: bool = True,
         log_histograms: bool = True,
+        agreement: bool = True,
         strict: bool = False,
     ) -> None:
         _validate(explainers, num_probe, every_n_epochs, target)
+        metrics = list(metrics or [])
+        _validate_metrics(metrics, metric_every_n_epochs or {})
         self.explainers = dict(explainers)
+        self.metrics = metrics
         self.num_probe = num_probe
         self.every_n_epochs = every_n_epochs
+        self.metric_every_n_epochs = dict(metric_every_n_epochs or {})
         self.target = target
-        self.input_key = input_key
-        self.target_key = target_key
-        self.batch_fn = batch_fn
+        self.input_key, self.target_key, self.mask_key, self.batch_fn = input_key, target_key, mask_key, batch_fn
         self.log_images = log_images
         self.log_histograms = log_histograms
+        self.agreement = agreement
         self.strict = strict
+        self._metric_states = {name: [metric.clone() for metric in metrics] for name in self.explainers}
         self._collector: ProbeCollector | None = None
-        self._probe: tuple[Tensor, Tensor | None] | None = None
+        self._probe: Probe | None = None
+        self._previous: dict[str, Tensor] = {}
         self._evaluations = 0
         self._warned: set[str] = set()
         self._layouts_written: set[int] = set()
@@ -103,17 +127,18 @@ class AttributionMonitor(Callback):
         return self._generate_state_key(explainers=sorted(self.explainers), num_probe=self.num_probe)
 
     @property
-    def probe(self) -> tuple[Tensor, Tensor | None] | None:
-        """The probe set ``(inputs, labels or None)``, once drawn or set."""
+    def probe(self) -> Probe | None:
+        """The probe set ``(inputs, labels, masks)`` (``None`` fields where the data has none), once drawn or set."""
         return self._probe
 
-    def set_probe(self, inputs: Tensor, labels: Tensor | None = None) -> None:
+    def set_probe(self, inputs: Tensor, labels: Tensor | None = None, masks: Tensor | None = None) -> None:
         """Explain these samples instead of drawing a probe from the validation data."""
         if not isinstance(inputs, Tensor) or inputs.dim() < 2 or inputs.shape[0] == 0:
             raise ValueError(f"probe inputs must be a non-empty batch tensor [B, ...]; got {_shape_of(inputs)}")
-        if labels is not None and (not isinstance(labels, Tensor) or labels.shape != inputs.shape[:1]):
-            raise ValueError(f"probe labels must be a tensor of shape [{inputs.shape[0]}]; got {_shape_of(labels)}")
-        self._probe = (inputs.detach().clone(), None if labels is None else labels.detach().clone())
+        for what, value in (("labels", labels), ("masks", masks)):
+            if value is not None and (not isinstance(value, Tensor) or value.shape[:1] != inputs.shape[:1]):
+                raise ValueError(f"probe {what} must be a tensor with {inputs.shape[0]} rows; got {_shape_of(value)}")
+        self._probe = Probe(*(None if t is None else t.detach().clone() for t in (inputs, labels, masks)))
 
     # ------------------------------------------------------------------ hooks
 
@@ -129,10 +154,9 @@ class AttributionMonitor(Callback):
     ) -> None:
         if trainer.sanity_checking or self._probe is not None or dataloader_idx != 0:
             return
-        inputs, labels = split_batch(batch, self.input_key, self.target_key, self.batch_fn)
         if self._collector is None:
             self._collector = ProbeCollector(self.num_probe)
-        self._collector.add(inputs, labels)
+        self._collector.add(split_batch(batch, self.input_key, self.target_key, self.mask_key, self.batch_fn))
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -140,44 +164,57 @@ class AttributionMonitor(Callback):
             return
         if self._probe is None and not self._draw_probe():
             return
-        if trainer.state.fn == TrainerFn.FITTING and (trainer.current_epoch + 1) % self.every_n_epochs:
+        if not self._due(trainer, self.every_n_epochs):
             return
         start = time.perf_counter()
-        inputs, labels = (None if t is None else t.to(pl_module.device) for t in self._probe)
-        scalars, attributions = self._explain(pl_module, inputs, labels)
-        for name, value in scalars.items():
-            pl_module.log(name, value, sync_dist=True)
+        probe = self._probe.to(pl_module.device)
+        metrics = {
+            name: [m for m in states if self._due(trainer, self.metric_every_n_epochs.get(m.name, 1))]
+            for name, states in self._metric_states.items()
+        }
+        result = evaluate(
+            pl_module,
+            probe,
+            self._targets(pl_module, probe),
+            self.explainers,
+            metrics,
+            self._previous,
+            self.agreement,
+            self._on_error,
+            self._warn_once,
+        )
+        for tag, value in result.scalars.items():
+            pl_module.log(tag, value, sync_dist=True)
         if trainer.is_global_zero:
             try:
-                self._write_visuals(trainer, inputs, attributions)
+                self._write_visuals(trainer, probe.inputs, result)
             except Exception as err:
-                if self.strict:
-                    raise
-                self._warn_once(
-                    "visuals", f"AttributionMonitor could not write its pictures ({type(err).__name__}: {err})"
-                )
+                self._on_error("writing pictures", err)
+        self._previous = result.attributions
         self._evaluations += 1
         pl_module.log("xai/time_s", time.perf_counter() - start, sync_dist=True)
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        if self._probe is None:
-            return {"evaluations": self._evaluations}
-        inputs, labels = self._probe
-        return {
-            "probe_inputs": inputs.cpu(),
-            "probe_labels": None if labels is None else labels.cpu(),
-            "evaluations": self._evaluations,
-        }
+        state: dict[str, Any] = {"evaluations": self._evaluations}
+        if self._probe is not None:
+            for field, value in zip(("probe_inputs", "probe_labels", "probe_masks"), self._probe, strict=True):
+                state[field] = None if value is None else value.cpu()
+        return state
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._evaluations = int(state_dict.get("evaluations", 0))
         if state_dict.get("probe_inputs") is not None:
-            self._probe = (state_dict["probe_inputs"], state_dict.get("probe_labels"))
+            self._probe = Probe(
+                state_dict["probe_inputs"], state_dict.get("probe_labels"), state_dict.get("probe_masks")
+            )
             self._collector = None
 
     # ---------------------------------------------------------------- helpers
+
+    def _due(self, trainer: pl.Trainer, every_n_epochs: int) -> bool:
+        return trainer.state.fn != TrainerFn.FITTING or (trainer.current_epoch + 1) % every_n_epochs == 0
 
     def _draw_probe(self) -> bool:
         collector, self._collector = self._collector, None
@@ -193,65 +230,51 @@ class AttributionMonitor(Callback):
         self._probe = collector.select()
         return True
 
-    def _explain(
-        self, pl_module: pl.LightningModule, inputs: Tensor, labels: Tensor | None
-    ) -> tuple[dict[str, Tensor | float], dict[str, Tensor]]:
-        scalars: dict[str, Tensor | float] = {}
-        attributions: dict[str, Tensor] = {}
-        with explanation_mode(pl_module), gradient_scope(inputs.device):
-            target = self._targets(pl_module, inputs, labels)
-            for name, explainer in self.explainers.items():
-                start = time.perf_counter()
-                try:
-                    attr = explainer(pl_module, inputs, target)
-                    if not torch.isfinite(attr).all():
-                        raise FloatingPointError("its attributions contain NaN or Inf")
-                    baseline = explainer.completeness_baseline(inputs)
-                    if baseline is not None:
-                        error = completeness_error(pl_module, inputs, attr, target, baseline, explainer.max_batch_size)
-                        scalars[f"xai/{name}/completeness"] = error.mean()
-                except Exception as err:
-                    if self.strict:
-                        raise RuntimeError(f"AttributionMonitor: explainer {name!r} failed: {err}") from err
-                    self._warn_once(
-                        f"explainer:{name}",
-                        f"AttributionMonitor: explainer {name!r} failed and is skipped this evaluation "
-                        f"({type(err).__name__}: {err}). Pass strict=True to raise instead",
-                    )
-                    continue
-                scalars[f"xai/time_s/{name}"] = time.perf_counter() - start
-                attributions[name] = attr
-        return scalars, attributions
-
-    def _targets(self, pl_module: pl.LightningModule, inputs: Tensor, labels: Tensor | None) -> Tensor:
+    def _targets(self, pl_module: pl.LightningModule, probe: Probe) -> Tensor:
+        inputs = probe.inputs
         if isinstance(self.target, int):
             return torch.full((inputs.shape[0],), self.target, dtype=torch.long, device=inputs.device)
         if self.target == "label":
-            if labels is None:
+            if probe.labels is None:
                 raise ValueError(
                     "AttributionMonitor(target='label') needs class-index labels of shape [B] in validation batches; "
                     f"none were found with target_key={self.target_key!r}. Set target_key or batch_fn, or use "
                     "target='pred'"
                 )
-            return labels.long()
-        with torch.no_grad():
-            return pl_module(inputs).argmax(dim=1)
+            return probe.labels.long()
+        with torch.inference_mode(False), torch.no_grad():
+            training = pl_module.training
+            pl_module.eval()
+            try:
+                return pl_module(inputs).argmax(dim=1)
+            finally:
+                pl_module.train(training)
 
-    def _write_visuals(self, trainer: pl.Trainer, inputs: Tensor, attributions: dict[str, Tensor]) -> None:
+    def _write_visuals(self, trainer: pl.Trainer, inputs: Tensor, result: Evaluation) -> None:
         writers = tensorboard_writers(trainer)
         if not writers:
             return
         images, histograms = {}, {}
-        for name, attr in attributions.items():
+        for name, attr in result.attributions.items():
             if self.log_images and inputs.dim() == 4 and attr.dim() == 4:
                 images[f"xai/{name}/heatmaps"] = attribution_grid(inputs, attr, signed=self.explainers[name].signed)
             if self.log_histograms:
                 histograms[f"xai/{name}/values"] = attr
+        figures = {f"xai/{name}/curves": curves_figure(curves, name) for name, curves in result.curves.items()}
         for writer in writers:
             if id(writer) not in self._layouts_written:
                 writer.add_custom_scalars(custom_scalars_layout(list(self.explainers)))
                 self._layouts_written.add(id(writer))
-            write_visuals(writer, trainer.global_step, images, histograms)
+            write_visuals(writer, trainer.global_step, images, histograms, figures)
+
+    def _on_error(self, what: str, err: Exception) -> None:
+        if self.strict:
+            raise RuntimeError(f"AttributionMonitor: {what} failed: {err}") from err
+        self._warn_once(
+            what,
+            f"AttributionMonitor: {what} failed and is skipped this evaluation ({type(err).__name__}: {err}). "
+            "Pass strict=True to raise instead",
+        )
 
     def _warn_once(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -261,6 +284,23 @@ class AttributionMonitor(Callback):
 
 def _shape_of(value: object) -> str:
     return f"shape {list(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+
+
+def _validate_metrics(metrics: list[object], schedule: dict[str, int]) -> None:
+    for metric in metrics:
+        if not isinstance(metric, AttributionMetric):
+            raise ValueError(
+                f"metrics must be lightning_xai.metrics classes such as DeletionAUC() or Sparseness(); got "
+                f"{type(metric).__name__}"
+            )
+    names = [metric.name for metric in metrics]
+    if len(set(names)) != len(names):
+        raise ValueError(f"each metric may be given once; got {names}")
+    for name, every in schedule.items():
+        if name not in names:
+            raise ValueError(f"metric_every_n_epochs names {name!r}, which is not among the metrics {names}")
+        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+            raise ValueError(f"metric_every_n_epochs[{name!r}] must be a positive int; got {every!r}")
 
 
 def _validate(explainers: object, num_probe: object, every_n_epochs: object, target: object) -> None:

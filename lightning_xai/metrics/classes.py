@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from lightning_xai.attribution import Explainer
 from lightning_xai.metrics import functional as F
 from lightning_xai.metrics._base import AttributionMetric, ExplanationBatch
+from lightning_xai.metrics.functional.faithfulness import curve_auc
 
 __all__ = [
     "Complexity",
@@ -35,10 +36,10 @@ class DeletionAUC(AttributionMetric):
         self.steps, self.baseline, self.max_batch_size = steps, baseline, max_batch_size
 
     def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
-        """Add one batch."""
-        self._accumulate(
-            F.deletion_auc(model, inputs, attributions, target, self.steps, self.baseline, self.max_batch_size)
-        )
+        """Add one batch; its mean deletion curve is kept in ``last_curve`` for plotting."""
+        curve = F.deletion_curve(model, inputs, attributions, target, self.steps, self.baseline, self.max_batch_size)
+        self.last_curve = curve.mean(dim=0)
+        self._accumulate(curve_auc(curve))
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""
@@ -55,10 +56,10 @@ class InsertionAUC(AttributionMetric):
         self.steps, self.blur_sigma, self.max_batch_size = steps, blur_sigma, max_batch_size
 
     def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
-        """Add one batch."""
-        self._accumulate(
-            F.insertion_auc(model, inputs, attributions, target, self.steps, self.blur_sigma, self.max_batch_size)
-        )
+        """Add one batch; its mean insertion curve is kept in ``last_curve`` for plotting."""
+        curve = F.insertion_curve(model, inputs, attributions, target, self.steps, self.blur_sigma, self.max_batch_size)
+        self.last_curve = curve.mean(dim=0)
+        self._accumulate(curve_auc(curve))
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""

@@ -13,6 +13,7 @@ from lightning_xai.attribution._sampling import private_generator, relative_nois
 from lightning_xai.metrics.functional._utils import pearson, per_position
 
 __all__ = [
+    "curve_auc",
     "deletion_auc",
     "deletion_curve",
     "faithfulness_correlation",
@@ -81,7 +82,8 @@ def _curve(
     return scores.T.double()
 
 
-def _auc(curve: Tensor) -> Tensor:
+def curve_auc(curve: Tensor) -> Tensor:
+    """Trapezoid area under curves ``[B, steps + 1]`` sampled at equal steps over [0, 1]."""
     return (curve[:, 1:] + curve[:, :-1]).sum(dim=1) / (2 * (curve.shape[1] - 1))
 
 
@@ -138,7 +140,7 @@ def deletion_auc(
         >>> deletion_auc(model, x, x, torch.zeros(3, dtype=torch.long), steps=4).shape
         torch.Size([3])
     """
-    return _auc(deletion_curve(model, inputs, attributions, target, steps, baseline, max_batch_size))
+    return curve_auc(deletion_curve(model, inputs, attributions, target, steps, baseline, max_batch_size))
 
 
 def insertion_auc(
@@ -155,7 +157,7 @@ def insertion_auc(
     Petsiuk et al. 2018 (RISE): the most relevant positions are restored, in ``steps`` equal chunks, into a
     Gaussian-blurred copy of the input (``blur_sigma``; RISE uses sigma 5 with an 11-pixel kernel).
     """
-    return _auc(insertion_curve(model, inputs, attributions, target, steps, blur_sigma, max_batch_size))
+    return curve_auc(insertion_curve(model, inputs, attributions, target, steps, blur_sigma, max_batch_size))
 
 
 def faithfulness_correlation(

@@ -1,0 +1,122 @@
+"""One evaluation of the monitor: explain the probe with every explainer, then score each explanation.
+
+Pure of Lightning: it takes a module and a probe and returns what to log, so hooks stay thin.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from lightning_xai.attribution import Explainer, explanation_mode, gradient_scope
+from lightning_xai.callbacks._probe import Probe
+from lightning_xai.metrics import AttributionMetric, DeletionAUC, ExplanationBatch, InsertionAUC
+from lightning_xai.metrics.functional import completeness_error, rank_correlation
+
+__all__ = ["Evaluation", "evaluate"]
+
+#: Called with (what failed, the exception); re-raises in strict mode, else warns once.
+OnError = Callable[[str, Exception], None]
+
+
+@dataclass
+class Evaluation:
+    """What one evaluation produced: finite scalars, attributions per explainer, curves per explainer."""
+
+    scalars: dict[str, float | Tensor] = field(default_factory=dict)
+    attributions: dict[str, Tensor] = field(default_factory=dict)
+    curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+
+
+def evaluate(
+    model: nn.Module,
+    probe: Probe,
+    target: Tensor,
+    explainers: dict[str, Explainer],
+    metrics: dict[str, list[AttributionMetric]],
+    previous: dict[str, Tensor],
+    agreement: bool,
+    on_error: OnError,
+    warn: Callable[[str, str], None],
+) -> Evaluation:
+    """Explain ``probe`` with each explainer and score it with that explainer's due metrics.
+
+    Args:
+        model: the module (explained in eval mode; all training state restored afterwards).
+        probe: the samples, on the model's device.
+        target: class index per sample.
+        explainers: name → explainer.
+        metrics: explainer name → the metric instances due this evaluation (each explainer has its own).
+        previous: explainer name → its attributions at the previous evaluation (for stability).
+        agreement: also score the rank agreement of every pair of explainers with maps of the same shape.
+        on_error: handles an exception of an explainer or metric.
+        warn: ``warn(key, message)`` warns once per key.
+    """
+    result = Evaluation()
+    with explanation_mode(model), gradient_scope(probe.inputs.device):
+        for name, explainer in explainers.items():
+            start = time.perf_counter()
+            try:
+                attr = explainer(model, probe.inputs, target)
+                if not torch.isfinite(attr).all():
+                    raise FloatingPointError("its attributions contain NaN or Inf")
+                baseline = explainer.completeness_baseline(probe.inputs)
+                if baseline is not None:
+                    error = completeness_error(model, probe.inputs, attr, target, baseline, explainer.max_batch_size)
+                    result.scalars[f"xai/{name}/completeness"] = error.mean()
+            except Exception as err:
+                on_error(f"explainer {name!r}", err)
+                continue
+            result.attributions[name] = attr
+            batch = ExplanationBatch(model, explainer, probe.inputs, attr, target, probe.masks)
+            for metric in metrics.get(name, []):
+                _score(metric, name, batch, result, on_error, warn)
+            if name in previous and previous[name].shape == attr.shape:
+                result.scalars[f"xai/{name}/stability"] = rank_correlation(previous[name], attr).mean()
+            result.scalars[f"xai/time_s/{name}"] = time.perf_counter() - start
+    if agreement:
+        for (a, attr_a), (b, attr_b) in itertools.combinations(result.attributions.items(), 2):
+            if attr_a.shape == attr_b.shape:
+                result.scalars[f"xai/agreement/{a}__{b}"] = rank_correlation(attr_a, attr_b).mean()
+    result.scalars = {tag: value for tag, value in result.scalars.items() if _finite(tag, value, warn)}
+    return result
+
+
+def _score(
+    metric: AttributionMetric,
+    name: str,
+    batch: ExplanationBatch,
+    result: Evaluation,
+    on_error: OnError,
+    warn: Callable[[str, str], None],
+) -> None:
+    if metric.needs_masks and batch.masks is None:
+        warn(
+            f"masks:{metric.name}",
+            f"AttributionMonitor: metric {metric.name!r} needs ground-truth masks, but validation batches gave none; "
+            "it is skipped. Set mask_key (or return masks from batch_fn)",
+        )
+        return
+    try:
+        metric.reset()
+        metric.update_from(batch)
+        value = metric.compute()
+    except Exception as err:
+        on_error(f"metric {metric.name!r} of explainer {name!r}", err)
+        return
+    result.scalars[f"xai/{name}/{metric.name}"] = value
+    if isinstance(metric, DeletionAUC | InsertionAUC):
+        label = "deletion" if isinstance(metric, DeletionAUC) else "insertion"
+        result.curves.setdefault(name, {})[label] = metric.last_curve
+
+
+def _finite(tag: str, value: float | Tensor, warn: Callable[[str, str], None]) -> bool:
+    if bool(torch.isfinite(torch.as_tensor(value))):
+        return True
+    warn(f"nan:{tag}", f"AttributionMonitor: {tag} is not finite this evaluation; it is not logged")
+    return False
