@@ -1,5 +1,6 @@
 """Lightning callbacks: the only layer that talks to the ``Trainer`` and its loggers."""
 
 from lightning_xai.callbacks.attribution_monitor import AttributionMonitor
+from lightning_xai.callbacks.gate import InterpretabilityGate
 
-__all__ = ["AttributionMonitor"]
+__all__ = ["AttributionMonitor", "InterpretabilityGate"]
