@@ -125,3 +125,11 @@ def test_every_explainer_is_configurable_from_yaml(tmp_path):
     images = set(read_events(tmp_path / "runs" / "synthetic").Tags()["images"])
     names = ["saliency", "ixg", "ig", "gradcam", "smoothgrad", "gradient_shap", "occlusion", "ablation", "kernel_shap"]
     assert {f"xai/{name}/heatmaps" for name in [*names, "lime"]} <= images
+
+
+@pytest.mark.slow
+def test_the_gated_config_runs(tmp_path):
+    main([*small_run(tmp_path, "gated.yaml"), "--data.init_args.num_train=128", "--data.init_args.num_val=32"])
+    events = read_events(tmp_path / "runs" / "gated")
+    assert {"xai/gate/passed", "xai/ig/deletion_auc", "xai/gradcam/pointing_game"} <= set(events.Tags()["scalars"])
+    assert "xai/ig/curves" in events.Tags()["images"]
