@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_xai.metrics.functional._utils import flat
+from lightning_xai.metrics.functional._utils import flat, sorted_rows
 
 __all__ = ["complexity", "sparseness"]
 
@@ -13,9 +13,10 @@ __all__ = ["complexity", "sparseness"]
 def _prepare(attributions: Tensor, abs: bool) -> Tensor:
     """Quantus's default preprocessing: divide by the max ``|a|`` of each sample, then take ``|a|``."""
     a = flat(attributions).double()
-    scale = a.abs().amax(dim=1, keepdim=True)
-    a = torch.where(scale > 0, a / scale.clamp(min=1e-300), a)
-    return a.abs() if abs else a
+    magnitude = a.abs()
+    scale = magnitude.amax(dim=1, keepdim=True)
+    scale = torch.where(scale > 0, scale, 1.0)  # an all-zero explanation stays zero
+    return (magnitude if abs else a) / scale
 
 
 def sparseness(attributions: Tensor, abs: bool = True) -> Tensor:
@@ -31,9 +32,9 @@ def sparseness(attributions: Tensor, abs: bool = True) -> Tensor:
     """
     a = _prepare(attributions, abs) + 1e-7
     n = a.shape[1]
-    ordered = a.sort(dim=1).values
-    position = torch.arange(1, n + 1, device=a.device, dtype=a.dtype)
-    return ((2 * position - n - 1) * ordered).sum(1) / (n * ordered.sum(1))
+    ordered = sorted_rows(a)
+    weights = torch.arange(1 - n, n, 2, device=a.device, dtype=a.dtype)  # 2i - n - 1 for i = 1..n
+    return (ordered @ weights) / (n * ordered.sum(1))
 
 
 def complexity(attributions: Tensor, abs: bool = True) -> Tensor:

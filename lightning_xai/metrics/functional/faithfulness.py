@@ -10,7 +10,7 @@ from lightning_xai.attribution._base import Objective, broadcast_baseline, row_c
 from lightning_xai.attribution._coalitions import perturbation_scores
 from lightning_xai.attribution._hygiene import gradient_scope
 from lightning_xai.attribution._sampling import private_generator, relative_noise_std
-from lightning_xai.metrics.functional._utils import pearson, per_position
+from lightning_xai.metrics.functional._utils import pearson, per_position, ranks
 
 __all__ = [
     "curve_auc",
@@ -69,7 +69,7 @@ def _curve(
             f"attributions of shape {list(attributions.shape)} do not give one relevance per input position of "
             f"inputs {list(start.shape)}"
         )
-    rank = relevance.argsort(dim=1, descending=True).argsort(dim=1)  # 0 = most relevant
+    rank = ranks(-relevance)  # 0 = most relevant
     counts = torch.round(torch.arange(steps + 1, device=start.device) * positions / steps).long()
     shape = _position_shape(start)
 
@@ -194,7 +194,8 @@ def faithfulness_correlation(
         raise ValueError(f"subset_size must be from 1 to the number of positions ({positions}); got {subset_size}")
     generator = private_generator(seed, inputs.device)
     noise = torch.rand(runs, batch, positions, generator=generator, device=inputs.device)
-    chosen = noise.argsort(dim=2).argsort(dim=2) < size  # [runs, B, positions]: a uniform random subset each
+    subset = noise.topk(size, dim=2, largest=False, sorted=False).indices  # a uniform random subset for each run and sample
+    chosen = torch.zeros(noise.shape, dtype=torch.bool, device=inputs.device).scatter_(2, subset, True)
     shape = _position_shape(inputs)
 
     def keep(run: Tensor, sample: Tensor) -> Tensor:
