@@ -41,6 +41,17 @@ def test_fit_from_the_digits_config(tmp_path):
     assert len(events.Images("xai/gradcam/heatmaps")) == 1
 
 
+def test_fit_from_the_breast_cancer_config(tmp_path):
+    main([*small_run(tmp_path, "breast_cancer.yaml"), "--trainer.max_epochs=2"])  # the monitor runs every 2nd epoch
+    events = read_events(tmp_path / "runs" / "breast_cancer")
+    scalars = set(events.Tags()["scalars"])
+    for explainer in ("ig", "kernel_shap", "lime", "permutation"):
+        assert f"xai/{explainer}/importance/worst_concave_points" in scalars
+        assert f"xai/{explainer}/importance" in events.Tags()["images"]
+        assert f"xai/{explainer}/top_features/text_summary" in events.Tags()["tensors"]
+    assert "xai/ig/faithfulness_correlation" in scalars
+
+
 def test_config_mistakes_are_reported_with_the_valid_choices(tmp_path, capsys):
     args = [*small_run(tmp_path, "digits.yaml"), "--print_config"]
     wrong = "trainer: {callbacks: [{class_path: lightning_xai.AttributionMonitor, init_args: {explainers: {ig: {class_path: lightning_xai.attribution.IntegratedGradients, init_args: {method: simpson}}}}}]}"  # noqa: E501

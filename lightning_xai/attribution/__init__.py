@@ -13,6 +13,7 @@ from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
 from lightning_xai.attribution.gradient_shap import GradientShap
 from lightning_xai.attribution.integrated_gradients import IntegratedGradients
+from lightning_xai.attribution.permutation import PermutationImportance
 from lightning_xai.attribution.registry import available, get
 from lightning_xai.attribution.smoothgrad import SmoothGrad
 from lightning_xai.attribution.surrogate import KernelShap, Lime
@@ -29,6 +30,7 @@ __all__ = [
     "Lime",
     "Objective",
     "Occlusion",
+    "PermutationImportance",
     "Saliency",
     "SmoothGrad",
     "available",

@@ -84,7 +84,7 @@ def feature_groups(feature_mask: FeatureMask, inputs: Tensor, max_features: int,
 def perturbation_scores(
     objective: Objective,
     inputs: Tensor,
-    baseline: Tensor,
+    baseline: Tensor | Callable[[Tensor, Tensor], Tensor],
     keep: Callable[[Tensor, Tensor], Tensor],
     count: int,
     max_batch_size: int,
@@ -94,21 +94,28 @@ def perturbation_scores(
     Args:
         objective: the model and targets.
         inputs: ``[B, ...]``.
-        baseline: replacement values, broadcastable to ``inputs``.
-        keep: maps the perturbation and sample index of each row (two ``[R]`` tensors) to boolean masks
-            broadcastable to ``[R, *sample_shape]``: true where the input is kept, false where it is replaced by the
-            baseline. Built per chunk, so no ``count`` masks are held at once.
+        baseline: replacement values, broadcastable to ``inputs``; or a function of the perturbation and sample
+            index of each row (two ``[R]`` tensors) returning the replacement rows ``[R, *sample_shape]`` (e.g.
+            other samples' values, for permutation importance).
+        keep: maps the perturbation and sample index of each row to boolean masks broadcastable to
+            ``[R, *sample_shape]``: true where the input is kept, false where it is replaced by the baseline.
+            Built per chunk, so no ``count`` masks are held at once.
         count: the number of perturbations.
         max_batch_size: the most (perturbation, sample) rows per model call.
     """
     batch = inputs.shape[0]
-    baseline = baseline.expand_as(inputs)
+    if isinstance(baseline, Tensor):
+        fixed = baseline.expand_as(inputs)
+
+        def baseline(_perturbation: Tensor, sample: Tensor) -> Tensor:
+            return fixed[sample]
+
     scores = torch.empty(count * batch, device=inputs.device, dtype=inputs.dtype)
     with torch.no_grad():
         for rows in row_chunks(count * batch, max_batch_size, inputs.device):
             perturbation, sample = rows // batch, rows % batch
             kept = keep(perturbation, sample)
-            scores[rows] = objective(torch.where(kept, inputs[sample], baseline[sample]), sample)
+            scores[rows] = objective(torch.where(kept, inputs[sample], baseline(perturbation, sample)), sample)
     return scores.view(count, batch)
 
 

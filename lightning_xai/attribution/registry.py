@@ -11,6 +11,7 @@ from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
 from lightning_xai.attribution.gradient_shap import GradientShap
 from lightning_xai.attribution.integrated_gradients import IntegratedGradients
+from lightning_xai.attribution.permutation import PermutationImportance
 from lightning_xai.attribution.smoothgrad import SmoothGrad
 from lightning_xai.attribution.surrogate import KernelShap, Lime
 
@@ -26,6 +27,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "kernel_shap": KernelShap,
     "lime": Lime,
     "occlusion": Occlusion,
+    "permutation_importance": PermutationImportance,
     "saliency": Saliency,
     "smoothgrad": SmoothGrad,
 }

@@ -18,7 +18,7 @@ from lightning_xai.callbacks._probe import Probe
 from lightning_xai.metrics import AttributionMetric, DeletionAUC, ExplanationBatch, InsertionAUC
 from lightning_xai.metrics.functional import completeness_error, rank_correlation
 
-__all__ = ["Evaluation", "evaluate"]
+__all__ = ["Evaluation", "evaluate", "token_scores"]
 
 #: Called with (what failed, the exception); re-raises in strict mode, else warns once.
 OnError = Callable[[str, Exception], None]
@@ -62,7 +62,7 @@ def evaluate(
         for name, explainer in explainers.items():
             start = time.perf_counter()
             try:
-                attr = explainer(model, probe.inputs, target)
+                attr = token_scores(probe.inputs, explainer(model, probe.inputs, target))
                 if not torch.isfinite(attr).all():
                     raise FloatingPointError("its attributions contain NaN or Inf")
                 baseline = explainer.completeness_baseline(probe.inputs)
@@ -85,6 +85,22 @@ def evaluate(
                 result.scalars[f"xai/agreement/{a}__{b}"] = rank_correlation(attr_a, attr_b).mean()
     result.scalars = {tag: value for tag, value in result.scalars.items() if _finite(tag, value, warn)}
     return result
+
+
+def token_scores(inputs: Tensor, attributions: Tensor) -> Tensor:
+    """One score per token for attributions of integer inputs taken at an embedding layer; others unchanged.
+
+    Attributions ``[B, T, D]`` of token ids ``[B, T]`` are summed over the embedding dimensions (Sundararajan et
+    al. 2017 and Captum's text tutorials sum Integrated Gradients over the embedding the same way).
+
+    Example:
+        >>> token_scores(torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, 4)).tolist()
+        [[4.0, 4.0, 4.0]]
+    """
+    dims = inputs.dim()
+    if inputs.is_floating_point() or attributions.dim() <= dims or attributions.shape[:dims] != inputs.shape:
+        return attributions
+    return attributions.flatten(dims).sum(dim=-1)
 
 
 def _score(

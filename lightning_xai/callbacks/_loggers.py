@@ -40,12 +40,15 @@ def write_visuals(
     images: dict[str, Tensor],
     histograms: dict[str, Tensor],
     figures: dict[str, Figure] | None = None,
+    texts: dict[str, str] | None = None,
 ) -> None:
-    """Add ``images`` (``[3, H, W]`` in [0, 1]), ``histograms`` (any shape) and ``figures`` at ``step``; flush."""
+    """Add ``images`` (``[3, H, W]`` in [0, 1]), ``histograms``, ``figures`` and Markdown ``texts``; flush."""
     for tag, image in images.items():
         writer.add_image(tag, image.detach().float().cpu(), global_step=step, dataformats="CHW")
     for tag, values in histograms.items():
         writer.add_histogram(tag, values.detach().float().flatten().cpu(), global_step=step)
     for tag, figure in (figures or {}).items():
         writer.add_figure(tag, figure, global_step=step, close=False)
+    for tag, text in (texts or {}).items():
+        writer.add_text(tag, text, global_step=step)
     writer.flush()

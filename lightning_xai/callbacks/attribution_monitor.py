@@ -18,11 +18,24 @@ from lightning_xai.callbacks._evaluation import Evaluation, evaluate
 from lightning_xai.callbacks._loggers import custom_scalars_layout, tensorboard_writers, write_visuals
 from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
 from lightning_xai.metrics import AttributionMetric
-from lightning_xai.render import attribution_grid, curves_figure
+from lightning_xai.render import (
+    Vocabulary,
+    attribution_grid,
+    curves_figure,
+    decode,
+    feature_importance,
+    importance_figure,
+    importance_markdown,
+    sanitize_names,
+    token_figure,
+    token_markdown,
+)
 
 __all__ = ["AttributionMonitor"]
 
 _RESERVED_NAMES = ("time_s", "agreement")
+#: Tables wider than this get the chart and the table but no scalar curve per feature.
+MAX_FEATURE_SCALARS = 256
 
 
 class AttributionMonitor(Callback):
@@ -45,6 +58,20 @@ class AttributionMonitor(Callback):
       ``xai/<explainer>/values``, a figure ``xai/<explainer>/curves`` of the mean deletion/insertion curves when
       those metrics run, and once a custom-scalars layout grouping the loss curves, one chart per explainer and
       the cost.
+
+    What else is logged depends on the inputs:
+
+    * tables ``[B, F]`` (float): per explainer, ``xai/<explainer>/importance/<feature>`` scalars (mean ``|a|`` over
+      the probe, for tables of at most 256 columns) so each feature's importance is a curve beside the loss, a
+      bar chart ``xai/<explainer>/importance`` of the ``top_k`` features (coloured by the sign of the mean
+      attribution) and a Markdown table ``xai/<explainer>/top_features``. Names come from ``feature_names``, else
+      from the datamodule's ``feature_names`` attribute, else ``feature_<i>``, and are made tag-safe with
+      :func:`~lightning_xai.render.sanitize_names` (``"mean radius"`` → ``mean_radius``);
+    * token ids ``[B, T]`` (integer; explainers need ``layer=`` the embedding): attributions of the embedding are
+      summed over its dimensions to one score per token, and rank zero writes a token-strip figure
+      ``xai/<explainer>/tokens`` (each probe sequence, tokens coloured by attribution) and a Markdown panel
+      ``xai/<explainer>/top_tokens`` (each sequence with its ``top_tokens`` tokens in bold), decoded with
+      ``vocabulary``.
 
     The probe is drawn once, during the first validation after the sanity check, from the batches validation
     produces (class-balanced when labels are class indices: round-robin over classes), with its ground-truth
@@ -73,6 +100,10 @@ class AttributionMonitor(Callback):
         log_images: write the heatmap grids (image inputs ``[B, C, H, W]`` only).
         log_histograms: write histograms of attribution values.
         agreement: log the rank agreement between every pair of explainers.
+        feature_names: names of the columns of tabular inputs (default: the datamodule's ``feature_names``).
+        vocabulary: token id → text for token inputs: a list indexed by id or a function (default: the ids).
+        top_k: features in the importance chart and table.
+        top_tokens: tokens in bold (and listed) per sequence in the token panel.
         strict: re-raise an explainer's or metric's exception instead of warning and skipping it.
 
     Example:
@@ -97,6 +128,10 @@ class AttributionMonitor(Callback):
         log_images: bool = True,
         log_histograms: bool = True,
         agreement: bool = True,
+        feature_names: list[str] | None = None,
+        vocabulary: Vocabulary | None = None,
+        top_k: int = 10,
+        top_tokens: int = 3,
         strict: bool = False,
     ) -> None:
         _validate(explainers, num_probe, every_n_epochs, target)
@@ -112,6 +147,17 @@ class AttributionMonitor(Callback):
         self.log_images = log_images
         self.log_histograms = log_histograms
         self.agreement = agreement
+        for arg, value in (("top_k", top_k), ("top_tokens", top_tokens)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{arg} must be a positive int; got {value!r}")
+        if vocabulary is not None and not callable(vocabulary) and not isinstance(vocabulary, list | tuple):
+            raise ValueError(
+                f"vocabulary must be a list of token texts indexed by id or a function id -> text; got "
+                f"{type(vocabulary).__name__}"
+            )
+        self.feature_names = None if feature_names is None else [str(name) for name in feature_names]
+        self.vocabulary = vocabulary
+        self.top_k, self.top_tokens = top_k, top_tokens
         self.strict = strict
         self._metric_states = {name: [metric.clone() for metric in metrics] for name in self.explainers}
         self._collector: ProbeCollector | None = None
@@ -183,11 +229,17 @@ class AttributionMonitor(Callback):
             self._on_error,
             self._warn_once,
         )
+        importances = self._importances(trainer, probe.inputs, result)
+        for name, (features, mean_abs, _) in importances.items():
+            if len(features) <= MAX_FEATURE_SCALARS:
+                result.scalars.update(
+                    {f"xai/{name}/importance/{f}": v for f, v in zip(features, mean_abs, strict=True)}
+                )
         for tag, value in result.scalars.items():
             pl_module.log(tag, value, sync_dist=True)
         if trainer.is_global_zero:
             try:
-                self._write_visuals(trainer, probe.inputs, result)
+                self._write_visuals(trainer, probe, result, importances)
             except Exception as err:
                 self._on_error("writing pictures", err)
         self._previous = result.attributions
@@ -250,22 +302,69 @@ class AttributionMonitor(Callback):
             finally:
                 pl_module.train(training)
 
-    def _write_visuals(self, trainer: pl.Trainer, inputs: Tensor, result: Evaluation) -> None:
+    def _importances(
+        self, trainer: pl.Trainer, inputs: Tensor, result: Evaluation
+    ) -> dict[str, tuple[list[str], Tensor, Tensor]]:
+        """Explainer name → (tag-safe feature names, mean ``|a|``, mean ``a``) for tabular attributions."""
+        if inputs.dim() != 2 or not inputs.is_floating_point():
+            return {}
+        names = self._resolve_feature_names(trainer, inputs.shape[1])
+        return {
+            name: (names, *feature_importance(attr))
+            for name, attr in result.attributions.items()
+            if attr.shape == inputs.shape
+        }
+
+    def _resolve_feature_names(self, trainer: pl.Trainer, count: int) -> list[str]:
+        names = self.feature_names
+        source = "feature_names"
+        if names is None:
+            datamodule = getattr(trainer, "datamodule", None)
+            names, source = getattr(datamodule, "feature_names", None), "the datamodule's feature_names"
+        if names is None or len(names) == 0:
+            return [f"feature_{i}" for i in range(count)]
+        if len(names) != count:
+            self._warn_once(
+                "feature-names",
+                f"AttributionMonitor: {source} has {len(names)} names but the inputs have {count} columns; using "
+                "feature_<i> instead",
+            )
+            return [f"feature_{i}" for i in range(count)]
+        return sanitize_names(list(names))
+
+    def _write_visuals(
+        self,
+        trainer: pl.Trainer,
+        probe: Probe,
+        result: Evaluation,
+        importances: dict[str, tuple[list[str], Tensor, Tensor]],
+    ) -> None:
         writers = tensorboard_writers(trainer)
         if not writers:
             return
-        images, histograms = {}, {}
+        inputs = probe.inputs
+        images, histograms, texts = {}, {}, {}
+        figures = {f"xai/{name}/curves": curves_figure(curves, name) for name, curves in result.curves.items()}
+        tokens = None if inputs.is_floating_point() or inputs.dim() != 2 else decode(inputs, self.vocabulary)
+        captions = None if probe.labels is None else [f"label {int(y)}" for y in probe.labels.flatten()[: len(inputs)]]
         for name, attr in result.attributions.items():
+            signed = self.explainers[name].signed
             if self.log_images and inputs.dim() == 4 and attr.dim() == 4:
-                images[f"xai/{name}/heatmaps"] = attribution_grid(inputs, attr, signed=self.explainers[name].signed)
+                images[f"xai/{name}/heatmaps"] = attribution_grid(inputs, attr, signed=signed)
             if self.log_histograms:
                 histograms[f"xai/{name}/values"] = attr
-        figures = {f"xai/{name}/curves": curves_figure(curves, name) for name, curves in result.curves.items()}
+            if name in importances:
+                features, mean_abs, mean = importances[name]
+                figures[f"xai/{name}/importance"] = importance_figure(features, mean_abs, mean, name, self.top_k)
+                texts[f"xai/{name}/top_features"] = importance_markdown(features, mean_abs, mean, self.top_k)
+            if tokens is not None and attr.shape == inputs.shape:
+                figures[f"xai/{name}/tokens"] = token_figure(tokens, attr, signed, name, captions)
+                texts[f"xai/{name}/top_tokens"] = token_markdown(tokens, attr, self.top_tokens, captions)
         for writer in writers:
             if id(writer) not in self._layouts_written:
                 writer.add_custom_scalars(custom_scalars_layout(list(self.explainers)))
                 self._layouts_written.add(id(writer))
-            write_visuals(writer, trainer.global_step, images, histograms, figures)
+            write_visuals(writer, trainer.global_step, images, histograms, figures, texts)
 
     def _on_error(self, what: str, err: Exception) -> None:
         if self.strict:

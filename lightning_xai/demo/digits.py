@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from lightning_xai.demo._data import check_positive, make_loader
+from lightning_xai.demo._data import TensorDataModule, check_positive
 
 __all__ = ["DigitsDataModule"]
 
@@ -22,7 +21,7 @@ def _load_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(digits.target, dtype=torch.long)
 
 
-class DigitsDataModule(pl.LightningDataModule):
+class DigitsDataModule(TensorDataModule):
     """Digits 0-9 as ``[1, image_size, image_size]`` images in [0, 1], split into train and validation.
 
     The split is a permutation drawn from a private generator seeded with ``seed`` (the global RNG is not
@@ -42,16 +41,11 @@ class DigitsDataModule(pl.LightningDataModule):
     def __init__(
         self, batch_size: int = 64, image_size: int = 8, val_fraction: float = 0.2, seed: int = 0, num_workers: int = 0
     ) -> None:
-        super().__init__()
-        check_positive(batch_size=batch_size, image_size=image_size)
+        super().__init__(batch_size, num_workers)
+        check_positive(image_size=image_size)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction!r}")
-        if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0; got {num_workers!r}")
-        self.batch_size, self.image_size, self.val_fraction = batch_size, image_size, val_fraction
-        self.seed, self.num_workers = seed, num_workers
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
+        self.image_size, self.val_fraction, self.seed = image_size, val_fraction, seed
 
     def setup(self, stage: str | None = None) -> None:
         """Load, resize and split the digits."""
@@ -65,15 +59,3 @@ class DigitsDataModule(pl.LightningDataModule):
         val, train = order[:num_val], order[num_val:]
         self.train_set = TensorDataset(images[train], labels[train])
         self.val_set = TensorDataset(images[val], labels[val])
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return make_loader(self.train_set, self.batch_size, True, self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return make_loader(self.val_set, self.batch_size, False, self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation split."""
-        return self.val_dataloader()

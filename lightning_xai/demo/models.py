@@ -1,4 +1,4 @@
-"""Small demo classifiers: a CNN with BatchNorm and Dropout, and a tiny vision transformer."""
+"""Small demo classifiers: a CNN, a tiny vision transformer, an MLP for tables and a token transformer."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ImageClassifier", "SmallCNN", "TinyViT"]
+__all__ = ["Classifier", "SmallCNN", "TabularMLP", "TinyViT"]
 
 
-class ImageClassifier(pl.LightningModule):
-    """Cross-entropy training, validation and test steps shared by the demo models.
+class Classifier(pl.LightningModule):
+    """Cross-entropy training, validation and test steps shared by the demo models (any input modality).
 
     Batches are tuples whose first element is the input and second the class label; further elements (such as
     the synthetic data's masks) are ignored. Logs ``train_loss``, ``val_loss``, ``val_acc``, ``test_loss`` and
@@ -46,10 +46,10 @@ class ImageClassifier(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-class SmallCNN(ImageClassifier):
+class SmallCNN(Classifier):
     """Two 3x3 convolutions with BatchNorm, a pooled linear head with Dropout.
 
-    ``features.3`` is the last convolution (the usual Grad-CAM layer). Steps and logging: :class:`ImageClassifier`.
+    ``features.3`` is the last convolution (the usual Grad-CAM layer). Steps and logging: :class:`Classifier`.
 
     Args:
         in_channels: channels of the input images.
@@ -86,11 +86,11 @@ class SmallCNN(ImageClassifier):
         return self.classifier(self.features(x))
 
 
-class TinyViT(ImageClassifier):
+class TinyViT(Classifier):
     """A small vision transformer: patch embedding, a CLS token, ``nn.TransformerEncoder``, a linear head.
 
     Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words", shrunk for CPUs. Its attention is what
-    :class:`~lightning_xai.attribution.AttentionRollout` rolls out. Steps and logging: :class:`ImageClassifier`.
+    :class:`~lightning_xai.attribution.AttentionRollout` rolls out. Steps and logging: :class:`Classifier`.
 
     Args:
         in_channels: channels of the input images.
@@ -136,3 +136,45 @@ class TinyViT(ImageClassifier):
         tokens = self.patches(x).flatten(2).transpose(1, 2)
         tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + self.position
         return self.head(self.encoder(tokens)[:, 0])
+
+
+class TabularMLP(Classifier):
+    """A multilayer perceptron for tables ``[B, num_features]``: Linear-ReLU-Dropout blocks and a linear head.
+
+    Steps and logging: :class:`Classifier`.
+
+    Args:
+        num_features: input columns.
+        num_classes: number of classes.
+        hidden: width of each hidden layer.
+        depth: number of hidden layers.
+        dropout: dropout probability after each hidden layer.
+        lr: Adam's learning rate.
+
+    Example:
+        >>> TabularMLP(num_features=5, num_classes=2)(torch.zeros(3, 5)).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(
+        self,
+        num_features: int = 30,
+        num_classes: int = 2,
+        hidden: int = 32,
+        depth: int = 2,
+        dropout: float = 0.1,
+        lr: float = 3e-3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        layers: list[nn.Module] = []
+        width = num_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(dropout)]
+            width = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]``."""
+        return self.head(self.body(x))

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from lightning_xai.demo._data import check_positive, make_loader
+from lightning_xai.demo._data import TensorDataModule, check_positive
 
 __all__ = ["MAX_CLASSES", "SyntheticPatternsDataModule", "class_patterns", "make_synthetic_patterns"]
 
@@ -74,7 +73,7 @@ def make_synthetic_patterns(
     return images.unsqueeze(1), labels, masks.unsqueeze(1).float()
 
 
-class SyntheticPatternsDataModule(pl.LightningDataModule):
+class SyntheticPatternsDataModule(TensorDataModule):
     """Classify which texture hides in the noise; batches are ``(image, label, mask)``.
 
     The mask marks where the evidence is, so explanations can be scored against it (a good model's heatmap lands
@@ -107,8 +106,8 @@ class SyntheticPatternsDataModule(pl.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
-        super().__init__()
-        check_positive(image_size=image_size, num_train=num_train, num_val=num_val, batch_size=batch_size)
+        super().__init__(batch_size, num_workers)
+        check_positive(image_size=image_size, num_train=num_train, num_val=num_val)
         class_patterns(num_classes, 1)  # validates num_classes
         if not 1 <= pattern_size <= image_size:
             raise ValueError(f"pattern_size must be from 1 to image_size={image_size}; got {pattern_size!r}")
@@ -116,9 +115,7 @@ class SyntheticPatternsDataModule(pl.LightningDataModule):
             raise ValueError(f"noise must be >= 0; got {noise!r}")
         self.num_classes, self.image_size, self.pattern_size = num_classes, image_size, pattern_size
         self.num_train, self.num_val, self.noise = num_train, num_val, noise
-        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.train_set: TensorDataset | None = None
-        self.val_set: TensorDataset | None = None
+        self.seed = seed
 
     def _draw(self, num_samples: int, stream: int) -> TensorDataset:
         generator = torch.Generator().manual_seed(self.seed * 2 + stream)
@@ -129,15 +126,3 @@ class SyntheticPatternsDataModule(pl.LightningDataModule):
         """Draw the train and validation sets."""
         if self.train_set is None:
             self.train_set, self.val_set = self._draw(self.num_train, 0), self._draw(self.num_val, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return make_loader(self.train_set, self.batch_size, True, self.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in a fixed order."""
-        return make_loader(self.val_set, self.batch_size, False, self.num_workers)
-
-    def test_dataloader(self) -> DataLoader:
-        """The validation set."""
-        return self.val_dataloader()

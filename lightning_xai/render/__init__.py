@@ -1,15 +1,25 @@
 """Tensors to pictures: heatmaps, overlays and grids. Returns tensors; never writes files."""
 
 from lightning_xai.render.charts import curves_figure
+from lightning_xai.render.features import feature_importance, importance_figure, importance_markdown, sanitize_names
 from lightning_xai.render.grid import attribution_grid, input_to_rgb, overlay
 from lightning_xai.render.heatmap import colorize, reduce_channels, robust_normalize
+from lightning_xai.render.tokens import Vocabulary, decode, token_figure, token_markdown
 
 __all__ = [
+    "Vocabulary",
     "attribution_grid",
     "colorize",
     "curves_figure",
+    "decode",
+    "feature_importance",
+    "importance_figure",
+    "importance_markdown",
     "input_to_rgb",
     "overlay",
     "reduce_channels",
     "robust_normalize",
+    "sanitize_names",
+    "token_figure",
+    "token_markdown",
 ]

@@ -1,0 +1,120 @@
+"""Tabular models: feature importances per explainer, read back from TensorBoard after real training."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import pytorch_lightning as pl
+import tensorboard.util.tensor_util as tensor_util
+import torch
+from conftest import read_events
+from PIL import Image
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from lightning_xai import AttributionMonitor
+from lightning_xai.attribution import IntegratedGradients, KernelShap, PermutationImportance
+from lightning_xai.demo import SyntheticTabularDataModule, TabularMLP
+
+INFORMATIVE = (1, 4, 6)
+
+
+def fit(tmp_path, monitor, max_epochs=4, **data):
+    pl.seed_everything(0)
+    datamodule = SyntheticTabularDataModule(num_features=8, informative=INFORMATIVE, num_train=1024, **data)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(tmp_path, name="run", version=0),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.callbacks.append(monitor)
+    trainer.fit(TabularMLP(num_features=8, num_classes=2, hidden=32, lr=1e-2), datamodule=datamodule)
+    return trainer, read_events(tmp_path / "run" / "version_0")
+
+
+def text(events, tag: str) -> str:
+    return tensor_util.make_ndarray(events.Tensors(f"{tag}/text_summary")[-1].tensor_proto).item().decode()
+
+
+def test_the_informative_features_rank_highest_after_training(tmp_path):
+    explainers = {
+        "ig": IntegratedGradients(steps=16),
+        "permutation": PermutationImportance(repeats=4),
+        "kernel_shap": KernelShap(samples=128),
+    }
+    monitor = AttributionMonitor(explainers, num_probe=64, top_k=5)
+    trainer, events = fit(tmp_path, monitor)
+    assert trainer.callback_metrics["val_acc"] > 0.9
+    names = [f"signal_{i}" if i in INFORMATIVE else f"noise_{i}" for i in range(8)]
+    scalars = set(events.Tags()["scalars"])
+    for explainer in explainers:
+        tags = [f"xai/{explainer}/importance/{name}" for name in names]
+        assert set(tags) <= scalars
+        assert all(len(events.Scalars(tag)) == 4 for tag in tags)  # one point per evaluation
+        final = {name: events.Scalars(tag)[-1].value for name, tag in zip(names, tags, strict=True)}
+        top = sorted(final, key=final.get, reverse=True)[: len(INFORMATIVE)]
+        assert set(top) == {f"signal_{i}" for i in INFORMATIVE}, (explainer, final)
+        chart = events.Images(f"xai/{explainer}/importance")
+        assert len(chart) == 4 and Image.open(io.BytesIO(chart[-1].encoded_image_string)).size[0] > 300
+        table = text(events, f"xai/{explainer}/top_features")
+        assert table.startswith("| rank | feature |") and table.count("\n") == 1 + 5
+        assert table.splitlines()[2].split("|")[2].strip() == top[0]
+    assert "xai/ig/heatmaps" not in events.Tags()["images"]
+
+
+class NamedData(SyntheticTabularDataModule):
+    def __init__(self, names, **kwargs):
+        super().__init__(**kwargs)
+        self.feature_names = names
+
+
+def test_feature_names_from_the_datamodule_are_made_tag_safe(tmp_path):
+    names = ["mean radius", "worst/area", "a|b", "mean radius", "", "x", "y", "z"]
+    monitor = AttributionMonitor({"ig": IntegratedGradients(steps=8)}, num_probe=16)
+    pl.seed_everything(0)
+    trainer = pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=TensorBoardLogger(tmp_path, name="run", version=0),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        callbacks=[monitor],
+    )
+    data = NamedData(names, num_features=8, informative=INFORMATIVE, num_train=64, num_val=32)
+    trainer.fit(TabularMLP(num_features=8), datamodule=data)
+    tags = {t for t in read_events(tmp_path / "run" / "version_0").Tags()["scalars"] if "/importance/" in t}
+    expected = ["mean_radius", "worst_area", "a_b", "mean_radius_3", "feature_4", "x", "y", "z"]
+    assert tags == {f"xai/ig/importance/{name}" for name in expected}
+
+
+def test_feature_names_of_the_wrong_length_warn_and_fall_back(tmp_path):
+    monitor = AttributionMonitor({"ig": IntegratedGradients(steps=8)}, num_probe=16, feature_names=["a", "b"])
+    with pytest.warns(UserWarning, match="feature_names has 2 names but the inputs have 8 columns"):
+        _, events = fit(tmp_path, monitor, max_epochs=1, num_val=32)
+    assert "xai/ig/importance/feature_7" in events.Tags()["scalars"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"top_k": 0}, "top_k must be a positive int"), ({"vocabulary": 3}, "vocabulary must be a list")],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        AttributionMonitor({"ig": IntegratedGradients()}, **kwargs)
+
+
+def test_the_breast_cancer_datamodule_is_standardised_and_named():
+    from lightning_xai.demo import BreastCancerDataModule
+
+    data = BreastCancerDataModule()
+    data.setup()
+    x, y = data.train_set.tensors
+    assert x.shape[1] == 30 == len(data.feature_names) and "mean radius" in data.feature_names
+    torch.testing.assert_close(x.mean(0), torch.zeros(30), atol=1e-5, rtol=0)
+    assert set(y.tolist()) == {0, 1} and len(data.val_set) == 142
