@@ -52,6 +52,15 @@ def test_fit_from_the_breast_cancer_config(tmp_path):
     assert "xai/ig/faithfulness_correlation" in scalars
 
 
+def test_fit_from_the_tokens_config(tmp_path):
+    main([*small_run(tmp_path, "tokens.yaml"), "--data.init_args.num_train=256", "--data.init_args.num_val=32"])
+    events = read_events(tmp_path / "runs" / "tokens")
+    for explainer in ("ig", "ixg", "rollout"):
+        assert f"xai/{explainer}/pointing_game" in events.Tags()["scalars"]
+        assert f"xai/{explainer}/tokens" in events.Tags()["images"]
+        assert f"xai/{explainer}/top_tokens/text_summary" in events.Tags()["tensors"]
+
+
 def test_config_mistakes_are_reported_with_the_valid_choices(tmp_path, capsys):
     args = [*small_run(tmp_path, "digits.yaml"), "--print_config"]
     wrong = "trainer: {callbacks: [{class_path: lightning_xai.AttributionMonitor, init_args: {explainers: {ig: {class_path: lightning_xai.attribution.IntegratedGradients, init_args: {method: simpson}}}}}]}"  # noqa: E501

@@ -13,8 +13,7 @@ __all__ = ["PermutationImportance"]
 
 
 class PermutationImportance(Explainer):
-    """The drop in each sample's target score when a feature (group) is replaced by the same feature of another
-    sample of the batch, drawn by a random permutation of the batch.
+    """The drop in each sample's target score when a feature takes another sample's value (permuted across the batch).
 
     Breiman 2001, "Random Forests", and Fisher, Rudin & Dominici 2019, "All Models are Wrong, but Many are Useful":
     permuting a feature across samples keeps its marginal distribution and breaks its link to the output. Per

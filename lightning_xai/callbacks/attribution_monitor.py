@@ -101,7 +101,8 @@ class AttributionMonitor(Callback):
         log_histograms: write histograms of attribution values.
         agreement: log the rank agreement between every pair of explainers.
         feature_names: names of the columns of tabular inputs (default: the datamodule's ``feature_names``).
-        vocabulary: token id → text for token inputs: a list indexed by id or a function (default: the ids).
+        vocabulary: token id → text for token inputs: a list indexed by id or a function (default: the
+            datamodule's ``vocabulary`` attribute, else the ids).
         top_k: features in the importance chart and table.
         top_tokens: tokens in bold (and listed) per sequence in the token panel.
         strict: re-raise an explainer's or metric's exception instead of warning and skipping it.
@@ -345,7 +346,10 @@ class AttributionMonitor(Callback):
         inputs = probe.inputs
         images, histograms, texts = {}, {}, {}
         figures = {f"xai/{name}/curves": curves_figure(curves, name) for name, curves in result.curves.items()}
-        tokens = None if inputs.is_floating_point() or inputs.dim() != 2 else decode(inputs, self.vocabulary)
+        tokens = None
+        if not inputs.is_floating_point() and inputs.dim() == 2:
+            vocabulary = self.vocabulary or getattr(getattr(trainer, "datamodule", None), "vocabulary", None)
+            tokens = decode(inputs, vocabulary)
         captions = None if probe.labels is None else [f"label {int(y)}" for y in probe.labels.flatten()[: len(inputs)]]
         for name, attr in result.attributions.items():
             signed = self.explainers[name].signed

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Classifier", "SmallCNN", "TabularMLP", "TinyViT"]
+__all__ = ["Classifier", "SmallCNN", "TabularMLP", "TinyViT", "TokenTransformer"]
 
 
 class Classifier(pl.LightningModule):
@@ -178,3 +178,55 @@ class TabularMLP(Classifier):
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, num_classes]``."""
         return self.head(self.body(x))
+
+
+class TokenTransformer(Classifier):
+    """A small transformer encoder classifier for token ids ``[B, T]``.
+
+    An embedding, a CLS token, learned positions, ``nn.TransformerEncoder`` and a linear head on the CLS output.
+    Its ``embedding`` layer is where gradient explainers attribute token ids (``layer="embedding"``); its attention
+    is what :class:`~lightning_xai.attribution.AttentionRollout` rolls out (the CLS token is prepended inside the
+    model, so rollout scores align with the input tokens). Steps and logging: :class:`Classifier`.
+
+    Args:
+        vocab_size: distinct token ids.
+        num_classes: number of classes.
+        max_len: the longest sequence.
+        dim: token width.
+        depth: number of encoder layers.
+        heads: attention heads per layer.
+        dropout: dropout inside the encoder layers.
+        lr: Adam's learning rate.
+
+    Example:
+        >>> TokenTransformer(vocab_size=10, num_classes=3)(torch.zeros(2, 7, dtype=torch.long)).shape
+        torch.Size([2, 3])
+    """
+
+    def __init__(
+        self,
+        vocab_size: int = 24,
+        num_classes: int = 3,
+        max_len: int = 64,
+        dim: int = 32,
+        depth: int = 2,
+        heads: int = 4,
+        dropout: float = 0.0,
+        lr: float = 3e-3,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim))
+        self.position = nn.Parameter(0.02 * torch.randn(1, max_len + 1, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, token_ids: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]`` from the CLS token."""
+        if token_ids.shape[1] > self.hparams.max_len:
+            raise ValueError(f"sequences of {token_ids.shape[1]} tokens exceed max_len={self.hparams.max_len}")
+        tokens = self.embedding(token_ids)
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return self.head(self.encoder(tokens + self.position[:, : tokens.shape[1]])[:, 0])

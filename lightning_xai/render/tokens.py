@@ -39,8 +39,9 @@ def token_figure(
 ) -> Figure:
     """One strip per sequence: each token in a cell coloured by its attribution.
 
-    Each strip is scaled by its own 99th percentile of ``|score|`` (:func:`~lightning_xai.render.robust_normalize`);
-    signed scores use a diverging map (red for, blue against the target), magnitudes a sequential one.
+    Each strip is scaled by its own largest ``|score|`` (a sequence has too few tokens for a percentile to tame
+    outliers: the one decisive token *is* the outlier); signed scores use a diverging map (red for, blue against
+    the target), magnitudes a sequential one.
 
     Args:
         tokens: ``B`` lists of ``T`` token texts.
@@ -55,7 +56,7 @@ def token_figure(
         >>> [t.get_text() for t in fig.axes[0].texts]
         ['a', 'b']
     """
-    values = robust_normalize(scores.detach().float().cpu(), signed).numpy()
+    values = robust_normalize(scores.detach().float().cpu(), signed, percentile=100.0).numpy()
     rows, length = values.shape
     figure = Figure(figsize=(max(4.0, 0.55 * length + 1.5), 0.45 * rows + 1.0), dpi=100)
     axes = figure.add_subplot()

@@ -194,7 +194,7 @@ def faithfulness_correlation(
         raise ValueError(f"subset_size must be from 1 to the number of positions ({positions}); got {subset_size}")
     generator = private_generator(seed, inputs.device)
     noise = torch.rand(runs, batch, positions, generator=generator, device=inputs.device)
-    subset = noise.topk(size, dim=2, largest=False, sorted=False).indices  # a uniform random subset for each run and sample
+    subset = noise.topk(size, dim=2, largest=False, sorted=False).indices  # a uniform random subset per run, sample
     chosen = torch.zeros(noise.shape, dtype=torch.bool, device=inputs.device).scatter_(2, subset, True)
     shape = _position_shape(inputs)
 
