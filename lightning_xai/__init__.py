@@ -1,6 +1,6 @@
 """lightning_xai: interpretability as a first-class training signal in PyTorch Lightning."""
 
-from lightning_xai.callbacks import AttributionMonitor, InterpretabilityGate
+from lightning_xai.callbacks import AttributionMonitor, EmbeddingProjector, InterpretabilityGate
 
-__all__ = ["AttributionMonitor", "InterpretabilityGate"]
+__all__ = ["AttributionMonitor", "EmbeddingProjector", "InterpretabilityGate"]
 __version__ = "0.1.0"

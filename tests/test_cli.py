@@ -153,3 +153,27 @@ def test_the_gated_config_runs(tmp_path):
     events = read_events(tmp_path / "runs" / "gated")
     assert {"xai/gate/passed", "xai/ig/deletion_auc", "xai/gradcam/pointing_game"} <= set(events.Tags()["scalars"])
     assert "xai/ig/curves" in events.Tags()["images"]
+
+
+def test_explain_a_saved_checkpoint_writes_a_new_version_with_the_training_probe(tmp_path):
+    fit_args = [*small_run(tmp_path, "synthetic.yaml"), "--data.init_args.num_train=128", "--data.init_args.num_val=32"]
+    main(fit_args)
+    checkpoint = next((tmp_path / "runs" / "synthetic" / "version_0" / "checkpoints").glob("*.ckpt"))
+    main(["explain", *fit_args[1:], f"--ckpt_path={checkpoint}"])
+    version = tmp_path / "runs" / "synthetic" / "version_1"
+    events = read_events(version)
+    assert {"xai/ig/heatmaps", "xai/saliency/heatmaps", "xai/gradcam/heatmaps"} <= set(events.Tags()["images"])
+    assert {"xai/ig/completeness", "val_acc"} <= set(events.Tags()["scalars"])
+    assert (version / "projector_config.pbtxt").is_file()
+    # The monitor's probe came back from the checkpoint: the same samples as in training, in the same order.
+    trained = read_events(tmp_path / "runs" / "synthetic" / "version_0").Images("xai/ig/heatmaps")[-1]
+    explained = events.Images("xai/ig/heatmaps")[-1]
+    assert trained.encoded_image_string == explained.encoded_image_string
+
+
+def test_explain_names_what_is_missing(tmp_path, capsys):
+    args = [*small_run(tmp_path, "digits.yaml")[1:], f"--ckpt_path={tmp_path / 'missing.ckpt'}"]
+    with pytest.raises(FileNotFoundError, match="missing.ckpt' does not exist"):
+        main(["explain", *args])
+    with pytest.raises(ValueError, match="trainer.callbacks has no AttributionMonitor"):
+        main(["explain", *args, "--trainer.callbacks=[]"])
