@@ -61,6 +61,15 @@ def test_fit_from_the_tokens_config(tmp_path):
         assert f"xai/{explainer}/top_tokens/text_summary" in events.Tags()["tensors"]
 
 
+@pytest.mark.slow
+def test_fit_from_the_vit_config(tmp_path):
+    small = ["--data.init_args.num_train=128", "--data.init_args.num_val=32", "--trainer.max_epochs=2"]
+    main([*small_run(tmp_path, "vit.yaml"), *small])
+    events = read_events(tmp_path / "runs" / "vit")
+    assert {"xai/rollout/heatmaps", "xai/rollout/attention_maps", "xai/ig/heatmaps"} <= set(events.Tags()["images"])
+    assert {"xai/rollout/pointing_game", "xai/ig/relevance_mass_accuracy"} <= set(events.Tags()["scalars"])
+
+
 def test_config_mistakes_are_reported_with_the_valid_choices(tmp_path, capsys):
     args = [*small_run(tmp_path, "digits.yaml"), "--print_config"]
     wrong = "trainer: {callbacks: [{class_path: lightning_xai.AttributionMonitor, init_args: {explainers: {ig: {class_path: lightning_xai.attribution.IntegratedGradients, init_args: {method: simpson}}}}}]}"  # noqa: E501

@@ -66,6 +66,10 @@ def test_localisation_handles_channels_and_empty_masks(batch):
     assert torch.isnan(F.pointing_game(a, masks)[0]) and not torch.isnan(F.pointing_game(a, masks)[1:]).any()
     with pytest.raises(ValueError, match=r"masks must have the attributions' shape \[5, 1, 8, 8\]"):
         F.pointing_game(a, masks[:, :, :4])
+    patches = a[:, :, ::2, ::2]  # a 4x4 patch grid over the 8x8 masks, as a vision transformer's rollout gives
+    spread = patches.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    for metric in (F.pointing_game, F.relevance_mass_accuracy, F.relevance_rank_accuracy):
+        torch.testing.assert_close(metric(patches, masks), metric(spread, masks), equal_nan=True)
 
 
 def test_rank_correlation_equals_scipy(batch):

@@ -14,11 +14,12 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution import Explainer, explanation_mode, gradient_scope
+from lightning_xai.attribution.attention import attention_maps
 from lightning_xai.callbacks._probe import Probe
 from lightning_xai.metrics import AttributionMetric, DeletionAUC, ExplanationBatch, InsertionAUC
 from lightning_xai.metrics.functional import completeness_error, rank_correlation
 
-__all__ = ["Evaluation", "evaluate", "token_scores"]
+__all__ = ["Evaluation", "evaluate", "first_sample_attention", "token_scores"]
 
 #: Called with (what failed, the exception); re-raises in strict mode, else warns once.
 OnError = Callable[[str, Exception], None]
@@ -101,6 +102,16 @@ def token_scores(inputs: Tensor, attributions: Tensor) -> Tensor:
     if inputs.is_floating_point() or attributions.dim() <= dims or attributions.shape[:dims] != inputs.shape:
         return attributions
     return attributions.flatten(dims).sum(dim=-1)
+
+
+def first_sample_attention(model: nn.Module, inputs: Tensor) -> list[Tensor]:
+    """Every attention layer's per-head weights ``[heads, T, S]`` for the first sample of ``inputs``, in call order.
+
+    The model runs in eval mode with all training state restored afterwards, like the explainers.
+    """
+    with explanation_mode(model), torch.no_grad(), attention_maps(model) as maps:
+        model(inputs[:1])
+    return [weights[0] for weights in maps]
 
 
 def _score(

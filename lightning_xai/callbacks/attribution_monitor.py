@@ -13,13 +13,14 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_xai.attribution import Explainer
-from lightning_xai.callbacks._evaluation import Evaluation, evaluate
+from lightning_xai.attribution import AttentionRollout, Explainer
+from lightning_xai.callbacks._evaluation import Evaluation, evaluate, first_sample_attention
 from lightning_xai.callbacks._loggers import custom_scalars_layout, tensorboard_writers, write_visuals
 from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
 from lightning_xai.metrics import AttributionMetric
 from lightning_xai.render import (
     Vocabulary,
+    attention_grid,
     attribution_grid,
     curves_figure,
     decode,
@@ -71,7 +72,10 @@ class AttributionMonitor(Callback):
       summed over its dimensions to one score per token, and rank zero writes a token-strip figure
       ``xai/<explainer>/tokens`` (each probe sequence, tokens coloured by attribution) and a Markdown panel
       ``xai/<explainer>/top_tokens`` (each sequence with its ``top_tokens`` tokens in bold), decoded with
-      ``vocabulary``.
+      ``vocabulary``;
+    * transformers explained by :class:`~lightning_xai.attribution.AttentionRollout`: besides the rollout itself
+      (a heatmap over the image's patch grid, or a token strip), an image ``xai/<explainer>/attention_maps`` of the
+      first probe sample's raw attention, a row per layer and a column per head.
 
     The probe is drawn once, during the first validation after the sanity check, from the batches validation
     produces (class-balanced when labels are class indices: round-robin over classes), with its ground-truth
@@ -240,7 +244,7 @@ class AttributionMonitor(Callback):
             pl_module.log(tag, value, sync_dist=True)
         if trainer.is_global_zero:
             try:
-                self._write_visuals(trainer, probe, result, importances)
+                self._write_visuals(trainer, pl_module, probe, result, importances)
             except Exception as err:
                 self._on_error("writing pictures", err)
         self._previous = result.attributions
@@ -336,6 +340,7 @@ class AttributionMonitor(Callback):
     def _write_visuals(
         self,
         trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
         probe: Probe,
         result: Evaluation,
         importances: dict[str, tuple[list[str], Tensor, Tensor]],
@@ -351,6 +356,10 @@ class AttributionMonitor(Callback):
             vocabulary = self.vocabulary or getattr(getattr(trainer, "datamodule", None), "vocabulary", None)
             tokens = decode(inputs, vocabulary)
         captions = None if probe.labels is None else [f"label {int(y)}" for y in probe.labels.flatten()[: len(inputs)]]
+        rollouts = [name for name in result.attributions if isinstance(self.explainers[name], AttentionRollout)]
+        if rollouts and self.log_images:
+            grid = attention_grid(first_sample_attention(pl_module, inputs))
+            images.update({f"xai/{name}/attention_maps": grid for name in rollouts})
         for name, attr in result.attributions.items():
             signed = self.explainers[name].signed
             if self.log_images and inputs.dim() == 4 and attr.dim() == 4:

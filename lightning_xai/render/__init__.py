@@ -1,5 +1,6 @@
 """Tensors to pictures: heatmaps, overlays and grids. Returns tensors; never writes files."""
 
+from lightning_xai.render.attention import attention_grid
 from lightning_xai.render.charts import curves_figure
 from lightning_xai.render.features import feature_importance, importance_figure, importance_markdown, sanitize_names
 from lightning_xai.render.grid import attribution_grid, input_to_rgb, overlay
@@ -8,6 +9,7 @@ from lightning_xai.render.tokens import Vocabulary, decode, token_figure, token_
 
 __all__ = [
     "Vocabulary",
+    "attention_grid",
     "attribution_grid",
     "colorize",
     "curves_figure",

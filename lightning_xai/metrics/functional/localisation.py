@@ -11,9 +11,18 @@ __all__ = ["pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy"
 
 
 def _align(attributions: Tensor, masks: Tensor, abs: bool) -> tuple[Tensor, Tensor]:
-    """``[B, N]`` attributions and boolean masks; multi-channel maps with one-channel masks are channel-summed."""
+    """``[B, N]`` attributions and boolean masks.
+
+    Multi-channel maps with one-channel masks are channel-summed. Coarse image maps (a vision transformer's patch
+    grid ``[B, 1, h, w]``) whose size divides the masks' are repeated over each cell's pixels, so every cell
+    counts by the share of its pixels inside the mask.
+    """
     if attributions.dim() == masks.dim() == 4 and attributions.shape[1] != masks.shape[1] and masks.shape[1] == 1:
         attributions = attributions.sum(dim=1, keepdim=True)
+    if attributions.dim() == masks.dim() == 4 and attributions.shape[:2] == masks.shape[:2]:
+        (h, w), (mh, mw) = attributions.shape[2:], masks.shape[2:]
+        if (h, w) != (mh, mw) and mh % h == 0 and mw % w == 0:
+            attributions = attributions.repeat_interleave(mh // h, dim=2).repeat_interleave(mw // w, dim=3)
     if attributions.shape != masks.shape:
         raise ValueError(
             f"masks must have the attributions' shape {list(attributions.shape)} (or one channel of it); "
