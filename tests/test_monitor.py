@@ -17,6 +17,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import (
     AttentionRollout,
+    DecisionPaths,
     Explainer,
     FeatureAblation,
     GradCAM,
@@ -150,7 +151,8 @@ def test_training_is_bit_identical_with_and_without_the_monitor(tmp_path):
         Sparseness(),
         PointingGame(),
     ]
-    monitor = AttributionMonitor(explainers(), metrics=metrics, num_probe=NUM_PROBE, mask_key=2)
+    paths = DecisionPaths(["features.0", "features.3", "classifier.3"], steps=4)
+    monitor = AttributionMonitor(explainers(), metrics=metrics, num_probe=NUM_PROBE, mask_key=2, decision_paths=paths)
     with_monitor = _fit_state(tmp_path / "b", [monitor])
     assert monitor.state_dict()["evaluations"] == 2
     assert without.keys() == with_monitor.keys()
@@ -412,3 +414,33 @@ def test_gating_on_a_metric_every_other_epoch(tmp_path):
     scores = [e.value for e in read_events(tmp_path / "run").Scalars("xai/ig/deletion_auc")]
     assert checkpoint.best_model_score.item() == pytest.approx(min(scores[-2:]))
     assert checkpoint.best_model_path.endswith(".ckpt")
+
+
+def test_decision_paths_log_layer_shares_and_unit_figures(tmp_path):
+    layers = ["features.0", "features.3", "classifier.3"]
+    monitor = AttributionMonitor(
+        {"saliency": Saliency()},
+        num_probe=NUM_PROBE,
+        decision_paths=DecisionPaths(layers, method="activation_x_gradient"),
+        top_units=5,
+    )
+    pl.seed_everything(0)
+    make_trainer(tmp_path, [monitor], max_epochs=2).fit(model(), datamodule())
+    events = read_events(tmp_path / "run")
+    shares = [events.Scalars(f"xai/activation_x_gradient/layer/{layer}") for layer in layers]
+    assert all(len(s) == 2 for s in shares)
+    assert sum(s[-1].value for s in shares) == pytest.approx(1.0, abs=1e-5)
+    for layer in layers:
+        figure = events.Images(f"xai/activation_x_gradient/layer/{layer}/units")
+        assert len(figure) == 2 and png_size(figure[-1])[1] > 100
+    assert "xai/time_s/activation_x_gradient" in events.Tags()["scalars"]
+
+
+def test_decision_paths_on_a_wrong_layer_warn_and_training_goes_on(tmp_path):
+    monitor = AttributionMonitor({"saliency": Saliency()}, num_probe=4, decision_paths=DecisionPaths(["nope"]))
+    with pytest.warns(UserWarning, match="decision paths failed and is skipped.*has no layer named 'nope'"):
+        make_trainer(tmp_path, [monitor], max_epochs=1).fit(model(), datamodule())
+    scalars = read_events(tmp_path / "run").Tags()["scalars"]
+    assert "xai/time_s/saliency" in scalars and not any("/layer/" in tag for tag in scalars)
+    with pytest.raises(ValueError, match="decision_paths must be a lightning_xai.attribution.DecisionPaths"):
+        AttributionMonitor({"saliency": Saliency()}, decision_paths=["features.0"])

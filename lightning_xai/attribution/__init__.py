@@ -9,6 +9,7 @@ from lightning_xai.attribution._coalitions import grid_mask
 from lightning_xai.attribution._hygiene import explanation_mode, gradient_scope
 from lightning_xai.attribution.ablation import FeatureAblation, Occlusion
 from lightning_xai.attribution.attention import AttentionRollout
+from lightning_xai.attribution.decision_paths import DecisionPaths, LayerConductance
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
 from lightning_xai.attribution.gradient_shap import GradientShap
@@ -20,6 +21,7 @@ from lightning_xai.attribution.surrogate import KernelShap, Lime
 
 __all__ = [
     "AttentionRollout",
+    "DecisionPaths",
     "Explainer",
     "FeatureAblation",
     "GradCAM",
@@ -27,6 +29,7 @@ __all__ = [
     "InputXGradient",
     "IntegratedGradients",
     "KernelShap",
+    "LayerConductance",
     "Lime",
     "Objective",
     "Occlusion",

@@ -18,6 +18,7 @@ __all__ = [
     "TargetLike",
     "broadcast_baseline",
     "check_logits",
+    "resolve_target",
     "row_chunks",
 ]
 
@@ -199,31 +200,36 @@ class Explainer(abc.ABC):
         """Compute attributions of ``objective`` (its model and targets) for ``inputs``."""
 
     def _resolve_target(self, model: nn.Module, inputs: Tensor, target: TargetLike) -> Tensor:
-        batch = inputs.shape[0]
-        if target is None:
-            with torch.no_grad():
-                logits = [model(inputs[rows]) for rows in row_chunks(batch, self.max_batch_size, inputs.device)]
-            check_logits(logits[0])
-            return torch.cat(logits).argmax(dim=1)
-        if isinstance(target, bool) or not isinstance(target, int | Tensor):
-            raise ValueError(f"target must be None, an int or a LongTensor of shape [B]; got {type(target).__name__}")
-        if isinstance(target, int):
-            target = torch.full((batch,), target, dtype=torch.long, device=inputs.device)
-        if target.dim() == 0:
-            target = target.expand(batch)
-        if target.shape != (batch,) or target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise ValueError(
-                f"target must be an integer tensor of shape [{batch}] (one class per sample); "
-                f"got dtype {target.dtype} and shape {list(target.shape)}"
-            )
-        target = target.to(device=inputs.device, dtype=torch.long)
-        if batch and int(target.min()) < 0:
-            raise ValueError(f"target indices must be >= 0; got {int(target.min())}")
-        return target
+        return resolve_target(model, inputs, target, self.max_batch_size)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+def resolve_target(model: nn.Module, inputs: Tensor, target: TargetLike, max_batch_size: int) -> Tensor:
+    """``target`` as a ``LongTensor[B]`` on the inputs' device (``None``: the predicted class), checked."""
+    batch = inputs.shape[0]
+    if target is None:
+        with torch.no_grad():
+            logits = [model(inputs[rows]) for rows in row_chunks(batch, max_batch_size, inputs.device)]
+        check_logits(logits[0])
+        return torch.cat(logits).argmax(dim=1)
+    if isinstance(target, bool) or not isinstance(target, int | Tensor):
+        raise ValueError(f"target must be None, an int or a LongTensor of shape [B]; got {type(target).__name__}")
+    if isinstance(target, int):
+        target = torch.full((batch,), target, dtype=torch.long, device=inputs.device)
+    if target.dim() == 0:
+        target = target.expand(batch)
+    if target.shape != (batch,) or target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        raise ValueError(
+            f"target must be an integer tensor of shape [{batch}] (one class per sample); "
+            f"got dtype {target.dtype} and shape {list(target.shape)}"
+        )
+    target = target.to(device=inputs.device, dtype=torch.long)
+    if batch and int(target.min()) < 0:
+        raise ValueError(f"target indices must be >= 0; got {int(target.min())}")
+    return target
 
 
 def broadcast_baseline(baseline: float | Tensor, inputs: Tensor) -> Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 from lightning_xai.attribution._base import Explainer
 from lightning_xai.attribution.ablation import FeatureAblation, Occlusion
 from lightning_xai.attribution.attention import AttentionRollout
+from lightning_xai.attribution.decision_paths import LayerConductance
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.gradient import InputXGradient, Saliency
 from lightning_xai.attribution.gradient_shap import GradientShap
@@ -25,6 +26,7 @@ EXPLAINERS: dict[str, type[Explainer]] = {
     "input_x_gradient": InputXGradient,
     "integrated_gradients": IntegratedGradients,
     "kernel_shap": KernelShap,
+    "layer_conductance": LayerConductance,
     "lime": Lime,
     "occlusion": Occlusion,
     "permutation_importance": PermutationImportance,

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.attribution import Explainer, explanation_mode, gradient_scope
+from lightning_xai.attribution import DecisionPaths, Explainer, explanation_mode, gradient_scope
 from lightning_xai.attribution.attention import attention_maps
 from lightning_xai.callbacks._probe import Probe
 from lightning_xai.metrics import AttributionMetric, DeletionAUC, ExplanationBatch, InsertionAUC
 from lightning_xai.metrics.functional import completeness_error, rank_correlation
 
-__all__ = ["Evaluation", "evaluate", "first_sample_attention", "token_scores"]
+__all__ = ["Evaluation", "PathSummary", "evaluate", "first_sample_attention", "summarise_paths", "token_scores"]
 
 #: Called with (what failed, the exception); re-raises in strict mode, else warns once.
 OnError = Callable[[str, Exception], None]
@@ -112,6 +112,53 @@ def first_sample_attention(model: nn.Module, inputs: Tensor) -> list[Tensor]:
     with explanation_mode(model), torch.no_grad(), attention_maps(model) as maps:
         model(inputs[:1])
     return [weights[0] for weights in maps]
+
+
+@dataclass
+class PathSummary:
+    """What the decision paths showed: each layer's share of the attribution and its units' mean per class."""
+
+    shares: dict[str, Tensor]
+    per_class: dict[str, Tensor]
+    classes: list[int]
+
+
+def unit_scores(attributions: Tensor) -> Tensor:
+    """One score per unit ``[B, U]``.
+
+    Units are the channels of conv maps ``[B, C, H, W]`` (summed over space), the features of token maps
+    ``[B, T, D]`` (summed over tokens) and the neurons of ``[B, D]``; other shapes are flattened.
+
+    Example:
+        >>> unit_scores(torch.ones(2, 3, 4, 4)).tolist()
+        [[16.0, 16.0, 16.0], [16.0, 16.0, 16.0]]
+    """
+    if attributions.dim() == 4:
+        return attributions.sum(dim=(2, 3))
+    if attributions.dim() == 3:
+        return attributions.sum(dim=1)
+    return attributions.flatten(1)
+
+
+def summarise_paths(model: nn.Module, inputs: Tensor, target: Tensor, paths: DecisionPaths) -> PathSummary:
+    """Run ``paths`` on the probe and reduce it to what the monitor logs.
+
+    A layer's *share* is its total ``|attribution|`` divided by the total over all listed layers, per sample, then
+    averaged over the probe. With conductance every layer that cuts the network carries the same *signed* total
+    (the path integral ``F(x) - F(x')``, Dhamdhere et al. 2018), so shares near ``1 / layers`` are expected and a
+    layer's larger share means more evidence for and against the class cancelling inside it; with activation x
+    gradient the totals differ by layer and the share says where the first-order evidence concentrates.
+    ``per_class`` holds, per layer, the mean unit score over the probe samples of each target class present.
+    """
+    with explanation_mode(model), gradient_scope(inputs.device):
+        attributions = paths(model, inputs, target)
+    units = {name: unit_scores(attr).double() for name, attr in attributions.items()}
+    totals = {name: u.abs().sum(dim=1) for name, u in units.items()}
+    overall = torch.stack(list(totals.values())).sum(dim=0).clamp(min=1e-300)
+    shares = {name: (total / overall).mean() for name, total in totals.items()}
+    classes = sorted(set(target.tolist()))
+    per_class = {name: torch.stack([u[target == c].mean(dim=0) for c in classes]) for name, u in units.items()}
+    return PathSummary(shares, per_class, classes)
 
 
 def _score(

@@ -13,8 +13,14 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_xai.attribution import AttentionRollout, Explainer
-from lightning_xai.callbacks._evaluation import Evaluation, evaluate, first_sample_attention
+from lightning_xai.attribution import AttentionRollout, DecisionPaths, Explainer
+from lightning_xai.callbacks._evaluation import (
+    Evaluation,
+    PathSummary,
+    evaluate,
+    first_sample_attention,
+    summarise_paths,
+)
 from lightning_xai.callbacks._loggers import custom_scalars_layout, tensorboard_writers, write_visuals
 from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
 from lightning_xai.metrics import AttributionMetric
@@ -30,6 +36,7 @@ from lightning_xai.render import (
     sanitize_names,
     token_figure,
     token_markdown,
+    units_figure,
 )
 
 __all__ = ["AttributionMonitor"]
@@ -75,7 +82,11 @@ class AttributionMonitor(Callback):
       ``vocabulary``;
     * transformers explained by :class:`~lightning_xai.attribution.AttentionRollout`: besides the rollout itself
       (a heatmap over the image's patch grid, or a token strip), an image ``xai/<explainer>/attention_maps`` of the
-      first probe sample's raw attention, a row per layer and a column per head.
+      first probe sample's raw attention, a row per layer and a column per head;
+    * with ``decision_paths`` (:class:`~lightning_xai.attribution.DecisionPaths`: layer conductance or
+      activation x gradient for named layers): a scalar ``xai/<method>/layer/<layer>`` per layer (its share of
+      the total ``|attribution|`` over the listed layers, averaged over the probe) and a figure
+      ``xai/<method>/layer/<layer>/units`` of the layer's ``top_units`` most involved units per class.
 
     The probe is drawn once, during the first validation after the sanity check, from the batches validation
     produces (class-balanced when labels are class indices: round-robin over classes), with its ground-truth
@@ -109,6 +120,8 @@ class AttributionMonitor(Callback):
             datamodule's ``vocabulary`` attribute, else the ids).
         top_k: features in the importance chart and table.
         top_tokens: tokens in bold (and listed) per sequence in the token panel.
+        decision_paths: per-layer, per-unit attribution for named layers, computed at every evaluation.
+        top_units: units per layer in the decision-path figures.
         strict: re-raise an explainer's or metric's exception instead of warning and skipping it.
 
     Example:
@@ -137,6 +150,8 @@ class AttributionMonitor(Callback):
         vocabulary: Vocabulary | None = None,
         top_k: int = 10,
         top_tokens: int = 3,
+        decision_paths: DecisionPaths | None = None,
+        top_units: int = 16,
         strict: bool = False,
     ) -> None:
         _validate(explainers, num_probe, every_n_epochs, target)
@@ -152,7 +167,13 @@ class AttributionMonitor(Callback):
         self.log_images = log_images
         self.log_histograms = log_histograms
         self.agreement = agreement
-        for arg, value in (("top_k", top_k), ("top_tokens", top_tokens)):
+        if decision_paths is not None and not isinstance(decision_paths, DecisionPaths):
+            raise ValueError(
+                f"decision_paths must be a lightning_xai.attribution.DecisionPaths; got {type(decision_paths).__name__}"
+            )
+        if decision_paths is not None and decision_paths.name in explainers:
+            raise ValueError(f"decision_paths' tag name {decision_paths.name!r} is already an explainer's name")
+        for arg, value in (("top_k", top_k), ("top_tokens", top_tokens), ("top_units", top_units)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{arg} must be a positive int; got {value!r}")
         if vocabulary is not None and not callable(vocabulary) and not isinstance(vocabulary, list | tuple):
@@ -163,6 +184,7 @@ class AttributionMonitor(Callback):
         self.feature_names = None if feature_names is None else [str(name) for name in feature_names]
         self.vocabulary = vocabulary
         self.top_k, self.top_tokens = top_k, top_tokens
+        self.decision_paths, self.top_units = decision_paths, top_units
         self.strict = strict
         self._metric_states = {name: [metric.clone() for metric in metrics] for name in self.explainers}
         self._collector: ProbeCollector | None = None
@@ -223,10 +245,11 @@ class AttributionMonitor(Callback):
             name: [m for m in states if self._due(trainer, self.metric_every_n_epochs.get(m.name, 1))]
             for name, states in self._metric_states.items()
         }
+        targets = self._targets(pl_module, probe)
         result = evaluate(
             pl_module,
             probe,
-            self._targets(pl_module, probe),
+            targets,
             self.explainers,
             metrics,
             self._previous,
@@ -234,6 +257,10 @@ class AttributionMonitor(Callback):
             self._on_error,
             self._warn_once,
         )
+        paths = self._paths(pl_module, probe, targets)
+        if paths is not None:
+            name = self.decision_paths.name
+            result.scalars.update({f"xai/{name}/layer/{layer}": share for layer, share in paths.shares.items()})
         importances = self._importances(trainer, probe.inputs, result)
         for name, (features, mean_abs, _) in importances.items():
             if len(features) <= MAX_FEATURE_SCALARS:
@@ -244,7 +271,7 @@ class AttributionMonitor(Callback):
             pl_module.log(tag, value, sync_dist=True)
         if trainer.is_global_zero:
             try:
-                self._write_visuals(trainer, pl_module, probe, result, importances)
+                self._write_visuals(trainer, pl_module, probe, result, importances, paths)
             except Exception as err:
                 self._on_error("writing pictures", err)
         self._previous = result.attributions
@@ -307,6 +334,18 @@ class AttributionMonitor(Callback):
             finally:
                 pl_module.train(training)
 
+    def _paths(self, pl_module: pl.LightningModule, probe: Probe, targets: Tensor) -> PathSummary | None:
+        if self.decision_paths is None:
+            return None
+        start = time.perf_counter()
+        try:
+            summary = summarise_paths(pl_module, probe.inputs, targets, self.decision_paths)
+        except Exception as err:
+            self._on_error("decision paths", err)
+            return None
+        pl_module.log(f"xai/time_s/{self.decision_paths.name}", time.perf_counter() - start, sync_dist=True)
+        return summary
+
     def _importances(
         self, trainer: pl.Trainer, inputs: Tensor, result: Evaluation
     ) -> dict[str, tuple[list[str], Tensor, Tensor]]:
@@ -344,6 +383,7 @@ class AttributionMonitor(Callback):
         probe: Probe,
         result: Evaluation,
         importances: dict[str, tuple[list[str], Tensor, Tensor]],
+        paths: PathSummary | None,
     ) -> None:
         writers = tensorboard_writers(trainer)
         if not writers:
@@ -356,6 +396,11 @@ class AttributionMonitor(Callback):
             vocabulary = self.vocabulary or getattr(getattr(trainer, "datamodule", None), "vocabulary", None)
             tokens = decode(inputs, vocabulary)
         captions = None if probe.labels is None else [f"label {int(y)}" for y in probe.labels.flatten()[: len(inputs)]]
+        if paths is not None:
+            prefix = f"xai/{self.decision_paths.name}/layer"
+            for layer, per_class in paths.per_class.items():
+                title = f"{self.decision_paths.name}: {layer}"
+                figures[f"{prefix}/{layer}/units"] = units_figure(per_class, paths.classes, title, self.top_units)
         rollouts = [name for name in result.attributions if isinstance(self.explainers[name], AttentionRollout)]
         if rollouts and self.log_images:
             grid = attention_grid(first_sample_attention(pl_module, inputs))

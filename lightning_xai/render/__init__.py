@@ -5,6 +5,7 @@ from lightning_xai.render.charts import curves_figure
 from lightning_xai.render.features import feature_importance, importance_figure, importance_markdown, sanitize_names
 from lightning_xai.render.grid import attribution_grid, input_to_rgb, overlay
 from lightning_xai.render.heatmap import colorize, reduce_channels, robust_normalize
+from lightning_xai.render.paths import units_figure
 from lightning_xai.render.tokens import Vocabulary, decode, token_figure, token_markdown
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "sanitize_names",
     "token_figure",
     "token_markdown",
+    "units_figure",
 ]
