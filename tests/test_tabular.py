@@ -11,6 +11,7 @@ import torch
 from conftest import read_events
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
+from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import IntegratedGradients, KernelShap, PermutationImportance
@@ -65,6 +66,10 @@ def test_the_informative_features_rank_highest_after_training(tmp_path):
         assert table.startswith("| rank | feature |") and table.count("\n") == 1 + 5
         assert table.splitlines()[2].split("|")[2].strip() == top[0]
     assert "xai/ig/heatmaps" not in events.Tags()["images"]
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    charts = {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
+    assert charts["permutation: feature importance"] == ["^xai/permutation/importance/.*$"]
 
 
 class NamedData(SyntheticTabularDataModule):

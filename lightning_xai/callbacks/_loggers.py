@@ -18,18 +18,28 @@ def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
     return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
 
 
-def custom_scalars_layout(explainer_names: list[str]) -> dict[str, dict[str, list]]:
-    """A custom-scalars layout: the loss curves, then one chart per explainer and one for the callback's cost.
+def custom_scalars_layout(
+    explainer_names: list[str], feature_charts: list[str] | None = None, paths_name: str | None = None
+) -> dict[str, dict[str, list]]:
+    """A custom-scalars layout: the loss curves, one chart per explainer and one for the callback's cost.
 
-    Tags are anchored regular expressions, matched by TensorBoard against every scalar tag.
+    An explainer's chart holds its own scores (``xai/<explainer>/<metric>``); explainers in ``feature_charts``
+    get a second chart of their per-feature importances, and ``paths_name`` (decision paths) a chart of the layer
+    shares, so that dozens of feature curves do not bury the scores. Tags are anchored regular expressions,
+    matched by TensorBoard against every scalar tag.
 
     Example:
-        >>> custom_scalars_layout(["ig"])["lightning_xai"]["ig"]
-        ['Multiline', ['^xai/ig/.*$']]
+        >>> layout = custom_scalars_layout(["ig"], feature_charts=["ig"])["lightning_xai"]
+        >>> layout["ig"], layout["ig: feature importance"]
+        (['Multiline', ['^xai/ig/[^/]+$']], ['Multiline', ['^xai/ig/importance/.*$']])
     """
     charts: dict[str, list] = {"loss": ["Multiline", [r"^.*loss.*$"]]}
     for name in explainer_names:
-        charts[name] = ["Multiline", [rf"^xai/{re.escape(name)}/.*$"]]
+        charts[name] = ["Multiline", [rf"^xai/{re.escape(name)}/[^/]+$"]]
+        if name in (feature_charts or []):
+            charts[f"{name}: feature importance"] = ["Multiline", [rf"^xai/{re.escape(name)}/importance/.*$"]]
+    if paths_name is not None:
+        charts[f"{paths_name}: layer shares"] = ["Multiline", [rf"^xai/{re.escape(paths_name)}/layer/.*$"]]
     charts["time_s"] = ["Multiline", [r"^xai/time_s(/.*)?$"]]
     return {"lightning_xai": charts}
 

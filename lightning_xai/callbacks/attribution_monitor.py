@@ -420,7 +420,9 @@ class AttributionMonitor(Callback):
                 texts[f"xai/{name}/top_tokens"] = token_markdown(tokens, attr, self.top_tokens, captions)
         for writer in writers:
             if id(writer) not in self._layouts_written:
-                writer.add_custom_scalars(custom_scalars_layout(list(self.explainers)))
+                paths_name = None if self.decision_paths is None else self.decision_paths.name
+                layout = custom_scalars_layout(list(self.explainers), list(importances), paths_name)
+                writer.add_custom_scalars(layout)
                 self._layouts_written.add(id(writer))
             write_visuals(writer, trainer.global_step, images, histograms, figures, texts)
 
