@@ -63,7 +63,7 @@ def evaluate(
         for name, explainer in explainers.items():
             start = time.perf_counter()
             try:
-                attr = token_scores(probe.inputs, explainer(model, probe.inputs, target))
+                attr = token_scores(probe.inputs, _explain(name, explainer, model, probe.inputs, target, warn))
                 if not torch.isfinite(attr).all():
                     raise FloatingPointError("its attributions contain NaN or Inf")
                 baseline = explainer.completeness_baseline(probe.inputs)
@@ -86,6 +86,47 @@ def evaluate(
                 result.scalars[f"xai/agreement/{a}__{b}"] = rank_correlation(attr_a, attr_b).mean()
     result.scalars = {tag: value for tag, value in result.scalars.items() if _finite(tag, value, warn)}
     return result
+
+
+_OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is a device or host allocation failure (CUDA's ``OutOfMemoryError`` or the CPU allocator's).
+
+    Example:
+        >>> is_out_of_memory(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 GB"))
+        True
+    """
+    if isinstance(err, _OutOfMemoryError | MemoryError):
+        return True
+    message = str(err).lower()
+    phrases = ("out of memory", "can't allocate memory", "not enough memory")
+    return isinstance(err, RuntimeError) and any(phrase in message for phrase in phrases)
+
+
+def _explain(
+    name: str, explainer: Explainer, model: nn.Module, inputs: Tensor, target: Tensor, warn: Callable[[str, str], None]
+) -> Tensor:
+    """Run ``explainer``; when it runs out of memory, try once more with half its ``max_batch_size``."""
+    try:
+        return explainer(model, inputs, target)
+    except Exception as err:
+        if not is_out_of_memory(err) or explainer.max_batch_size == 1:
+            raise
+        original = explainer.max_batch_size
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    explainer.max_batch_size = max(1, original // 2)
+    warn(
+        f"oom:{name}",
+        f"AttributionMonitor: explainer {name!r} ran out of memory with max_batch_size={original}; retrying with "
+        f"{explainer.max_batch_size}. Lower its max_batch_size to avoid the failed attempt",
+    )
+    try:
+        return explainer(model, inputs, target)
+    finally:
+        explainer.max_batch_size = original
 
 
 def token_scores(inputs: Tensor, attributions: Tensor) -> Tensor:

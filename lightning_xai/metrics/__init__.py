@@ -15,6 +15,7 @@ from lightning_xai.metrics.classes import (
     Sparseness,
 )
 from lightning_xai.metrics.completeness import CompletenessError
+from lightning_xai.metrics.registry import available, get
 
 __all__ = [
     "AttributionMetric",
@@ -31,4 +32,6 @@ __all__ = [
     "RelevanceMassAccuracy",
     "RelevanceRankAccuracy",
     "Sparseness",
+    "available",
+    "get",
 ]

@@ -1,0 +1,66 @@
+"""Metrics by name (the tag part they log under), so configs and error messages can list what exists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning_xai.metrics._base import AttributionMetric
+from lightning_xai.metrics.classes import (
+    Complexity,
+    DeletionAUC,
+    FaithfulnessCorrelation,
+    Infidelity,
+    InsertionAUC,
+    MaxSensitivity,
+    PointingGame,
+    RandomizationSimilarity,
+    RelevanceMassAccuracy,
+    RelevanceRankAccuracy,
+    Sparseness,
+)
+
+__all__ = ["METRICS", "available", "get"]
+
+METRICS: dict[str, type[AttributionMetric]] = {
+    cls.name: cls
+    for cls in (
+        Complexity,
+        DeletionAUC,
+        FaithfulnessCorrelation,
+        Infidelity,
+        InsertionAUC,
+        MaxSensitivity,
+        PointingGame,
+        RandomizationSimilarity,
+        RelevanceMassAccuracy,
+        RelevanceRankAccuracy,
+        Sparseness,
+    )
+}
+
+
+def available() -> list[str]:
+    """The registered metric names, sorted.
+
+    Example:
+        >>> available()[:3]
+        ['complexity', 'deletion_auc', 'faithfulness_correlation']
+    """
+    return sorted(METRICS)
+
+
+def get(name: str, **kwargs: Any) -> AttributionMetric:
+    """Build the metric registered as ``name`` (e.g. ``"deletion_auc"``) with ``kwargs``.
+
+    Raises:
+        ValueError: for an unknown name, listing the known ones.
+
+    Example:
+        >>> get("deletion_auc", steps=16).steps
+        16
+    """
+    try:
+        cls = METRICS[name]
+    except KeyError:
+        raise ValueError(f"unknown metric {name!r}; available: {', '.join(available())}") from None
+    return cls(**kwargs)
