@@ -103,7 +103,7 @@ def test_fit_writes_heatmaps_histograms_scalars_and_layout(tmp_path):
         width, height = png_size(images[0])
         assert height > width  # NUM_PROBE rows of 3 cells each
         assert len(events.Histograms(f"xai/{name}/values")) == 2
-        assert len(events.Scalars(f"xai/time_s/{name}")) == 2
+        assert len(events.Scalars(f"xai/{name}/time_s")) == 2
     assert {"xai/ig/completeness", "xai/time_s", "val_loss"} <= set(tags["scalars"])
     assert not any(tag.startswith(("xai/saliency/completeness", "xai/gradcam/completeness")) for tag in tags["scalars"])
     assert all(np.isfinite(e.value) and e.value >= 0 for e in events.Scalars("xai/ig/completeness"))
@@ -112,7 +112,7 @@ def test_fit_writes_heatmaps_histograms_scalars_and_layout(tmp_path):
     layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
     assert charts["loss"] == ["^.*loss.*$"]
-    assert charts["ig"] == ["^xai/ig/[^/]+$"] and charts["time_s"] == ["^xai/time_s(/.*)?$"]
+    assert charts["ig"] == ["^xai/ig/[^/]+$"] and charts["time_s"] == ["^xai/([^/]+/)?time_s$"]
 
     # The same probe samples are shown at every evaluation: the input column does not change.
     first, second = (np.array(Image.open(io.BytesIO(e.encoded_image_string))) for e in events.Images("xai/ig/heatmaps"))
@@ -433,7 +433,7 @@ def test_decision_paths_log_layer_shares_and_unit_figures(tmp_path):
     for layer in layers:
         figure = events.Images(f"xai/activation_x_gradient/layer/{layer}/units")
         assert len(figure) == 2 and png_size(figure[-1])[1] > 100
-    assert "xai/time_s/activation_x_gradient" in events.Tags()["scalars"]
+    assert "xai/activation_x_gradient/time_s" in events.Tags()["scalars"]
 
 
 def test_decision_paths_on_a_wrong_layer_warn_and_training_goes_on(tmp_path):
@@ -441,6 +441,6 @@ def test_decision_paths_on_a_wrong_layer_warn_and_training_goes_on(tmp_path):
     with pytest.warns(UserWarning, match="decision paths failed and is skipped.*has no layer named 'nope'"):
         make_trainer(tmp_path, [monitor], max_epochs=1).fit(model(), datamodule())
     scalars = read_events(tmp_path / "run").Tags()["scalars"]
-    assert "xai/time_s/saliency" in scalars and not any("/layer/" in tag for tag in scalars)
+    assert "xai/saliency/time_s" in scalars and not any("/layer/" in tag for tag in scalars)
     with pytest.raises(ValueError, match="decision_paths must be a lightning_xai.attribution.DecisionPaths"):
         AttributionMonitor({"saliency": Saliency()}, decision_paths=["features.0"])

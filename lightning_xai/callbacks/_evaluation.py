@@ -79,7 +79,7 @@ def evaluate(
                 _score(metric, name, batch, result, on_error, warn)
             if name in previous and previous[name].shape == attr.shape:
                 result.scalars[f"xai/{name}/stability"] = rank_correlation(previous[name], attr).mean()
-            result.scalars[f"xai/time_s/{name}"] = time.perf_counter() - start
+            result.scalars[f"xai/{name}/time_s"] = time.perf_counter() - start
     if agreement:
         for (a, attr_a), (b, attr_b) in itertools.combinations(result.attributions.items(), 2):
             if attr_a.shape == attr_b.shape:

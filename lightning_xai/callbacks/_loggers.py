@@ -1,21 +1,51 @@
-"""Writing pictures and the chart layout to the trainer's TensorBoard loggers."""
+"""Pictures and text to whatever loggers the trainer has, each through the API it supports.
+
+Scalars never go through here: they are logged with ``pl_module.log`` and reach every logger (and the
+checkpoint and early-stopping callbacks) that way. Loggers are recognised by class name along their MRO, so the
+same code serves ``pytorch_lightning.loggers`` and ``lightning.pytorch.loggers``.
+"""
 
 from __future__ import annotations
 
+import io
 import re
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
 from matplotlib.figure import Figure
-from pytorch_lightning.loggers import TensorBoardLogger
+from PIL import Image
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["custom_scalars_layout", "tensorboard_writers", "write_visuals"]
+__all__ = ["Visuals", "custom_scalars_layout", "media_loggers", "tensorboard_writers", "write_visuals"]
+
+_MEDIA_LOGGERS = ("TensorBoardLogger", "CSVLogger", "MLFlowLogger", "WandbLogger")
 
 
-def tensorboard_writers(trainer: pl.Trainer) -> list[SummaryWriter]:
+@dataclass
+class Visuals:
+    """What one evaluation shows besides scalars, by tag."""
+
+    images: dict[str, Tensor] = field(default_factory=dict)  # [3, H, W] in [0, 1]
+    histograms: dict[str, Tensor] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)  # Markdown
+
+
+def _kind(logger: object) -> str | None:
+    names = {cls.__name__ for cls in type(logger).__mro__}
+    return next((name for name in _MEDIA_LOGGERS if name in names), None)
+
+
+def media_loggers(trainer: pl.Trainer) -> list[object]:
+    """The trainer's loggers that can show pictures: TensorBoard, CSV (as files), MLflow and Weights & Biases."""
+    return [logger for logger in trainer.loggers if _kind(logger) is not None]
+
+
+def tensorboard_writers(trainer: pl.Trainer) -> list[object]:
     """The ``SummaryWriter`` of every TensorBoard logger the trainer has."""
-    return [logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+    return [logger.experiment for logger in trainer.loggers if _kind(logger) == "TensorBoardLogger"]
 
 
 def custom_scalars_layout(
@@ -40,25 +70,70 @@ def custom_scalars_layout(
             charts[f"{name}: feature importance"] = ["Multiline", [rf"^xai/{re.escape(name)}/importance/.*$"]]
     if paths_name is not None:
         charts[f"{paths_name}: layer shares"] = ["Multiline", [rf"^xai/{re.escape(paths_name)}/layer/.*$"]]
-    charts["time_s"] = ["Multiline", [r"^xai/time_s(/.*)?$"]]
+    charts["time_s"] = ["Multiline", [r"^xai/([^/]+/)?time_s$"]]
     return {"lightning_xai": charts}
 
 
-def write_visuals(
-    writer: SummaryWriter,
-    step: int,
-    images: dict[str, Tensor],
-    histograms: dict[str, Tensor],
-    figures: dict[str, Figure] | None = None,
-    texts: dict[str, str] | None = None,
-) -> None:
-    """Add ``images`` (``[3, H, W]`` in [0, 1]), ``histograms``, ``figures`` and Markdown ``texts``; flush."""
-    for tag, image in images.items():
+def write_visuals(logger: object, step: int, visuals: Visuals, layout: dict | None = None) -> None:
+    """Write ``visuals`` at ``step`` to one logger, each kind through what that logger supports.
+
+    * TensorBoard: images, histograms, figures, Markdown text, and ``layout`` (custom scalars) when given;
+    * CSV: PNG files ``<log_dir>/media/<tag>/step_<step>.png`` for images and figures, ``.md`` files for text
+      (a CSV file holds numbers only; histograms are left out);
+    * MLflow: ``log_image`` (with ``key`` and ``step``) for images and figures, ``log_text`` artifacts for text;
+    * Weights & Biases: ``log_image`` for images and figures, ``log_text`` tables for text.
+    """
+    kind = _kind(logger)
+    if kind == "TensorBoardLogger":
+        _to_tensorboard(logger.experiment, step, visuals, layout)
+        return
+    pictures = {tag: _to_uint8(image) for tag, image in visuals.images.items()}
+    pictures.update({tag: _figure_to_uint8(figure) for tag, figure in visuals.figures.items()})
+    if kind == "CSVLogger":
+        for tag, array in pictures.items():
+            path = _media_path(logger.log_dir, tag, step, ".png")
+            Image.fromarray(array).save(path)
+        for tag, text in visuals.texts.items():
+            _media_path(logger.log_dir, tag, step, ".md").write_text(text + "\n")
+    elif kind == "MLFlowLogger":
+        client, run_id = logger.experiment, logger.run_id
+        for tag, array in pictures.items():
+            client.log_image(run_id, array, key=tag, step=step)
+        for tag, text in visuals.texts.items():
+            client.log_text(run_id, text, f"{tag}/step_{step:06d}.md")
+    elif kind == "WandbLogger":
+        for tag, array in pictures.items():
+            logger.log_image(key=tag, images=[array], step=step)
+        for tag, text in visuals.texts.items():
+            logger.log_text(key=tag, columns=["markdown"], data=[[text]], step=step)
+
+
+def _to_tensorboard(writer: object, step: int, visuals: Visuals, layout: dict | None) -> None:
+    if layout is not None:
+        writer.add_custom_scalars(layout)
+    for tag, image in visuals.images.items():
         writer.add_image(tag, image.detach().float().cpu(), global_step=step, dataformats="CHW")
-    for tag, values in histograms.items():
+    for tag, values in visuals.histograms.items():
         writer.add_histogram(tag, values.detach().float().flatten().cpu(), global_step=step)
-    for tag, figure in (figures or {}).items():
+    for tag, figure in visuals.figures.items():
         writer.add_figure(tag, figure, global_step=step, close=False)
-    for tag, text in (texts or {}).items():
+    for tag, text in visuals.texts.items():
         writer.add_text(tag, text, global_step=step)
     writer.flush()
+
+
+def _media_path(log_dir: str, tag: str, step: int, suffix: str) -> Path:
+    folder = Path(log_dir, "media", *tag.split("/"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"step_{step:06d}{suffix}"
+
+
+def _to_uint8(image: Tensor) -> np.ndarray:
+    """``[3, H, W]`` in [0, 1] → ``[H, W, 3]`` uint8."""
+    return (image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()).copy()
+
+
+def _figure_to_uint8(figure: Figure) -> np.ndarray:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return np.asarray(Image.open(buffer).convert("RGB"))

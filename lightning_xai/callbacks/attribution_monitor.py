@@ -21,7 +21,7 @@ from lightning_xai.callbacks._evaluation import (
     first_sample_attention,
     summarise_paths,
 )
-from lightning_xai.callbacks._loggers import custom_scalars_layout, tensorboard_writers, write_visuals
+from lightning_xai.callbacks._loggers import Visuals, custom_scalars_layout, media_loggers, write_visuals
 from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
 from lightning_xai.metrics import AttributionMetric
 from lightning_xai.render import (
@@ -57,15 +57,21 @@ class AttributionMonitor(Callback):
       (e.g. ``xai/ig/deletion_auc``), ``xai/<explainer>/completeness`` (explainers with the completeness axiom:
       mean ``|sum(attr) - (F(x) - F(baseline))|``), ``xai/<explainer>/stability`` (mean Spearman correlation with
       the same explainer's attributions at the previous evaluation), ``xai/agreement/<e1>__<e2>`` (between
-      explainers), ``xai/time_s/<explainer>`` and ``xai/time_s`` (seconds the whole evaluation took). A score
+      explainers), ``xai/<explainer>/time_s`` and ``xai/time_s`` (seconds the whole evaluation took). A score
       that is not finite is never logged (it would stop training through ``EarlyStopping``): it is skipped with
       a warning;
-    * from rank zero, to every TensorBoard logger: an image per explainer ``xai/<explainer>/heatmaps`` (a row per
-      probe sample: input | heatmap | overlay; diverging colours for signed attributions, sequential for
-      magnitudes; each map scaled by its own 99th percentile of ``|a|``, the same rule every epoch), a histogram
+    * from rank zero, to every TensorBoard logger (other loggers: see below): an image per explainer
+      ``xai/<explainer>/heatmaps`` (a row per probe sample: input | heatmap | overlay; diverging colours for
+      signed attributions, sequential for magnitudes; each map scaled by its own 99th percentile of ``|a|``, the
+      same rule every epoch), a histogram
       ``xai/<explainer>/values``, a figure ``xai/<explainer>/curves`` of the mean deletion/insertion curves when
       those metrics run, and once a custom-scalars layout grouping the loss curves, one chart per explainer and
       the cost.
+
+    Scalars reach every logger through ``pl_module.log``, and are computed and monitorable with ``logger=False``
+    too. Pictures and text go to TensorBoard as above; with a ``CSVLogger`` they are written as PNG (and Markdown)
+    files under ``<log_dir>/media/<tag>/``; with ``MLFlowLogger`` and ``WandbLogger`` through their image and
+    text APIs. A logger that fails to take them is warned about once and training goes on.
 
     What else is logged depends on the inputs:
 
@@ -343,7 +349,7 @@ class AttributionMonitor(Callback):
         except Exception as err:
             self._on_error("decision paths", err)
             return None
-        pl_module.log(f"xai/time_s/{self.decision_paths.name}", time.perf_counter() - start, sync_dist=True)
+        pl_module.log(f"xai/{self.decision_paths.name}/time_s", time.perf_counter() - start, sync_dist=True)
         return summary
 
     def _importances(
@@ -385,8 +391,8 @@ class AttributionMonitor(Callback):
         importances: dict[str, tuple[list[str], Tensor, Tensor]],
         paths: PathSummary | None,
     ) -> None:
-        writers = tensorboard_writers(trainer)
-        if not writers:
+        loggers = media_loggers(trainer)
+        if not loggers:
             return
         inputs = probe.inputs
         images, histograms, texts = {}, {}, {}
@@ -418,13 +424,16 @@ class AttributionMonitor(Callback):
             if tokens is not None and attr.shape == inputs.shape:
                 figures[f"xai/{name}/tokens"] = token_figure(tokens, attr, signed, name, captions)
                 texts[f"xai/{name}/top_tokens"] = token_markdown(tokens, attr, self.top_tokens, captions)
-        for writer in writers:
-            if id(writer) not in self._layouts_written:
-                paths_name = None if self.decision_paths is None else self.decision_paths.name
-                layout = custom_scalars_layout(list(self.explainers), list(importances), paths_name)
-                writer.add_custom_scalars(layout)
-                self._layouts_written.add(id(writer))
-            write_visuals(writer, trainer.global_step, images, histograms, figures, texts)
+        visuals = Visuals(images, histograms, figures, texts)
+        paths_name = None if self.decision_paths is None else self.decision_paths.name
+        layout = custom_scalars_layout(list(self.explainers), list(importances), paths_name)
+        for logger in loggers:
+            first = id(logger) not in self._layouts_written
+            self._layouts_written.add(id(logger))
+            try:
+                write_visuals(logger, trainer.global_step, visuals, layout if first else None)
+            except Exception as err:
+                self._on_error(f"writing pictures to {type(logger).__name__}", err)
 
     def _on_error(self, what: str, err: Exception) -> None:
         if self.strict:
