@@ -7,6 +7,7 @@ Every explainer is configured in ``__init__`` and called as ``explainer(model, i
 from lightning_xai.attribution._base import Explainer, Objective
 from lightning_xai.attribution._coalitions import grid_mask
 from lightning_xai.attribution._hygiene import explanation_mode, gradient_scope
+from lightning_xai.attribution._layers import OutputAdapter
 from lightning_xai.attribution.ablation import FeatureAblation, Occlusion
 from lightning_xai.attribution.attention import AttentionRollout
 from lightning_xai.attribution.decision_paths import DecisionPaths, LayerConductance
@@ -33,6 +34,7 @@ __all__ = [
     "Lime",
     "Objective",
     "Occlusion",
+    "OutputAdapter",
     "PermutationImportance",
     "Saliency",
     "SmoothGrad",

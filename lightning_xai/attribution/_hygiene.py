@@ -67,7 +67,10 @@ def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
       the same values, without copying;
     * the running statistics of every normalisation layer (copied back in place);
     * the global CPU and CUDA random number generator states (``torch.random.fork_rng``), so dropout masks and
-      data shuffling of the training run are the same with or without explanations.
+      data shuffling of the training run are the same with or without explanations;
+    * ``torch.compile``d submodules, which run eagerly inside the block (their original modules are put in their
+      place): a compiled graph does not call the forward hooks that layer methods register after it was
+      compiled, and explaining should not trigger recompilations of the training graph.
 
     Args:
         model: the module to explain.
@@ -94,13 +97,23 @@ def explanation_mode(model: nn.Module) -> Iterator[nn.Module]:
         for buffer in module.buffers(recurse=False)
     ]
     cuda_devices = [p.device for p in params[:1] if p.device.type == "cuda"]
+    compiled = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(getattr(child, "_orig_mod", None), nn.Module)
+    ]
     try:
+        for parent, name, child in compiled:
+            setattr(parent, name, child._orig_mod)
         with torch.random.fork_rng(devices=cuda_devices):
             model.eval()
             for param in params:
                 param.grad = None  # a stray backward() accumulates into fresh tensors, not the saved ones
             yield model
     finally:
+        for parent, name, child in compiled:
+            setattr(parent, name, child)
         for module, training in modes:
             module.training = training
         for param, flag, grad in zip(params, requires_grad, grads, strict=True):

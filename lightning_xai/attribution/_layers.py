@@ -3,15 +3,57 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["LayerCapture", "capture_output", "find_module", "replace_output"]
+__all__ = ["LayerCapture", "OutputAdapter", "capture_output", "find_module", "replace_output", "unwrap"]
+
+
+class OutputAdapter(nn.Module):
+    """``model`` with its output passed through ``output_fn`` (e.g. ``lambda out: out["logits"]``).
+
+    For models whose forward returns a dict, a tuple or a dataclass rather than the logits the explainers need.
+    Layer names stay those of ``model`` (:func:`find_module` looks through the adapter).
+
+    Example:
+        >>> class Net(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.head = nn.Linear(2, 3)
+        ...     def forward(self, x):
+        ...         return {"logits": self.head(x), "features": x}
+        >>> import torch
+        >>> OutputAdapter(Net(), lambda out: out["logits"])(torch.zeros(4, 2)).shape
+        torch.Size([4, 3])
+    """
+
+    def __init__(self, model: nn.Module, output_fn: Callable[[Any], Tensor]) -> None:
+        super().__init__()
+        self.model = model
+        self.output_fn = output_fn
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        """The wrapped model's output, passed through ``output_fn``."""
+        return self.output_fn(self.model(*args, **kwargs))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module whose layer names a user knows: through :class:`OutputAdapter` and ``torch.compile``'s wrapper."""
+    while True:
+        if isinstance(model, OutputAdapter):
+            model = model.model
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
 
 
 def find_module(model: nn.Module, name: str) -> nn.Module:
     """Return ``model``'s submodule called ``name`` (as in ``model.named_modules()``).
+
+    Looks through an :class:`OutputAdapter` and ``torch.compile``'s wrapper, so names are the original model's.
 
     Raises:
         ValueError: if there is no such module; the message lists the names that exist.
@@ -21,12 +63,17 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
         >>> find_module(net, "0")
         Conv2d(1, 2, kernel_size=(3, 3), stride=(1, 1))
     """
-    modules = dict(model.named_modules())
+    # names as the user wrote the model: without the ``_orig_mod`` of ``torch.compile``d submodules
+    modules = {_strip_compiled(n): m for n, m in unwrap(model).named_modules() if not hasattr(m, "_orig_mod")}
     if name and name in modules:
         return modules[name]
     candidates = [f"{n} ({type(m).__name__})" for n, m in modules.items() if n]
     shown = ", ".join(candidates[:40]) + (f", ... ({len(candidates) - 40} more)" if len(candidates) > 40 else "")
     raise ValueError(f"the model has no layer named {name!r}; layers that exist: {shown or 'none'}")
+
+
+def _strip_compiled(name: str) -> str:
+    return ".".join(part for part in name.split(".") if part != "_orig_mod")
 
 
 class LayerCapture:

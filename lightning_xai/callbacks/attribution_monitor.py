@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -13,7 +14,8 @@ from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor
 from typing_extensions import override
 
-from lightning_xai.attribution import AttentionRollout, DecisionPaths, Explainer
+from lightning_xai.attribution import AttentionRollout, DecisionPaths, Explainer, OutputAdapter, explanation_mode
+from lightning_xai.attribution._base import check_logits
 from lightning_xai.callbacks._evaluation import (
     Evaluation,
     PathSummary,
@@ -127,6 +129,8 @@ class AttributionMonitor(Callback):
         top_k: features in the importance chart and table.
         top_tokens: tokens in bold (and listed) per sequence in the token panel.
         decision_paths: per-layer, per-unit attribution for named layers, computed at every evaluation.
+        output_fn: for models whose forward does not return the logits: maps the output to logits ``[B, C]``,
+            e.g. ``lambda out: out["logits"]`` (in YAML, an importable function's path).
         top_units: units per layer in the decision-path figures.
         strict: re-raise an explainer's or metric's exception instead of warning and skipping it.
 
@@ -158,6 +162,7 @@ class AttributionMonitor(Callback):
         top_tokens: int = 3,
         decision_paths: DecisionPaths | None = None,
         top_units: int = 16,
+        output_fn: Callable[[Any], Tensor] | None = None,
         strict: bool = False,
     ) -> None:
         _validate(explainers, num_probe, every_n_epochs, target)
@@ -191,6 +196,9 @@ class AttributionMonitor(Callback):
         self.vocabulary = vocabulary
         self.top_k, self.top_tokens = top_k, top_tokens
         self.decision_paths, self.top_units = decision_paths, top_units
+        if output_fn is not None and not callable(output_fn):
+            raise ValueError(f"output_fn must be a function mapping the model's output to logits; got {output_fn!r}")
+        self.output_fn = output_fn
         self.strict = strict
         self._metric_states = {name: [metric.clone() for metric in metrics] for name in self.explainers}
         self._collector: ProbeCollector | None = None
@@ -247,13 +255,22 @@ class AttributionMonitor(Callback):
             return
         start = time.perf_counter()
         probe = self._probe.to(pl_module.device)
+        # as the precision plugin converts batches: half-precision weights (``*-true``) need half inputs
+        probe = probe._replace(inputs=trainer.precision_plugin.convert_input(probe.inputs))
+        model = pl_module if self.output_fn is None else OutputAdapter(pl_module, self.output_fn)
         metrics = {
             name: [m for m in states if self._due(trainer, self.metric_every_n_epochs.get(m.name, 1))]
             for name, states in self._metric_states.items()
         }
-        targets = self._targets(pl_module, probe)
+        try:
+            targets = self._targets(model, probe)
+        except ValueError as err:
+            if isinstance(self.target, str) and self.target == "label":
+                raise  # a configuration error: the data has no labels
+            self._on_error("choosing the predicted class", err)
+            return
         result = evaluate(
-            pl_module,
+            model,
             probe,
             targets,
             self.explainers,
@@ -263,7 +280,7 @@ class AttributionMonitor(Callback):
             self._on_error,
             self._warn_once,
         )
-        paths = self._paths(pl_module, probe, targets)
+        paths = self._paths(pl_module, model, probe, targets)
         if paths is not None:
             name = self.decision_paths.name
             result.scalars.update({f"xai/{name}/layer/{layer}": share for layer, share in paths.shares.items()})
@@ -277,7 +294,7 @@ class AttributionMonitor(Callback):
             pl_module.log(tag, value, sync_dist=True)
         if trainer.is_global_zero:
             try:
-                self._write_visuals(trainer, pl_module, probe, result, importances, paths)
+                self._write_visuals(trainer, model, probe, result, importances, paths)
             except Exception as err:
                 self._on_error("writing pictures", err)
         self._previous = result.attributions
@@ -320,7 +337,7 @@ class AttributionMonitor(Callback):
         self._probe = collector.select()
         return True
 
-    def _targets(self, pl_module: pl.LightningModule, probe: Probe) -> Tensor:
+    def _targets(self, model: torch.nn.Module, probe: Probe) -> Tensor:
         inputs = probe.inputs
         if isinstance(self.target, int):
             return torch.full((inputs.shape[0],), self.target, dtype=torch.long, device=inputs.device)
@@ -332,20 +349,23 @@ class AttributionMonitor(Callback):
                     "target='pred'"
                 )
             return probe.labels.long()
-        with torch.inference_mode(False), torch.no_grad():
-            training = pl_module.training
-            pl_module.eval()
-            try:
-                return pl_module(inputs).argmax(dim=1)
-            finally:
-                pl_module.train(training)
+        with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
+            logits = model(inputs)
+        try:
+            check_logits(logits)
+        except ValueError as err:
+            hint = " (for a model returning a dict or tuple, pass output_fn)" if self.output_fn is None else ""
+            raise ValueError(f"{err}{hint}") from None
+        return logits.argmax(dim=1)
 
-    def _paths(self, pl_module: pl.LightningModule, probe: Probe, targets: Tensor) -> PathSummary | None:
+    def _paths(
+        self, pl_module: pl.LightningModule, model: torch.nn.Module, probe: Probe, targets: Tensor
+    ) -> PathSummary | None:
         if self.decision_paths is None:
             return None
         start = time.perf_counter()
         try:
-            summary = summarise_paths(pl_module, probe.inputs, targets, self.decision_paths)
+            summary = summarise_paths(model, probe.inputs, targets, self.decision_paths)
         except Exception as err:
             self._on_error("decision paths", err)
             return None
@@ -385,7 +405,7 @@ class AttributionMonitor(Callback):
     def _write_visuals(
         self,
         trainer: pl.Trainer,
-        pl_module: pl.LightningModule,
+        model: torch.nn.Module,
         probe: Probe,
         result: Evaluation,
         importances: dict[str, tuple[list[str], Tensor, Tensor]],
@@ -409,7 +429,7 @@ class AttributionMonitor(Callback):
                 figures[f"{prefix}/{layer}/units"] = units_figure(per_class, paths.classes, title, self.top_units)
         rollouts = [name for name in result.attributions if isinstance(self.explainers[name], AttentionRollout)]
         if rollouts and self.log_images:
-            grid = attention_grid(first_sample_attention(pl_module, inputs))
+            grid = attention_grid(first_sample_attention(model, inputs))
             images.update({f"xai/{name}/attention_maps": grid for name in rollouts})
         for name, attr in result.attributions.items():
             signed = self.explainers[name].signed
