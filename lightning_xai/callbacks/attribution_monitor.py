@@ -351,12 +351,12 @@ class AttributionMonitor(Callback):
             return probe.labels.long()
         with torch.inference_mode(False), explanation_mode(model), torch.no_grad():
             logits = model(inputs)
-        try:
-            check_logits(logits)
-        except ValueError as err:
-            hint = " (for a model returning a dict or tuple, pass output_fn)" if self.output_fn is None else ""
-            raise ValueError(f"{err}{hint}") from None
-        return logits.argmax(dim=1)
+            try:
+                check_logits(logits)
+            except ValueError as err:
+                hint = " (for a model returning a dict or tuple, pass output_fn)" if self.output_fn is None else ""
+                raise ValueError(f"{err}{hint}") from None
+            return logits.argmax(dim=1)  # made outside inference mode: explainers may save it for backward
 
     def _paths(
         self, pl_module: pl.LightningModule, model: torch.nn.Module, probe: Probe, targets: Tensor
