@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["BatchFn", "Probe", "ProbeCollector", "balanced_order", "split_batch"]
+__all__ = ["BatchFn", "Probe", "ProbeCollector", "balanced_order", "gather_probe", "split_batch"]
 
 BatchFn = Callable[[Any], tuple]
 
@@ -175,3 +175,31 @@ def _is_class_vector(labels: Tensor | None, batch: int) -> bool:
     if labels is None or labels.shape != (batch,):
         return False
     return not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool)
+
+
+def gather_probe(strategy: Any, local: Probe | None, size: int) -> Probe | None:
+    """The same probe on every rank of a distributed run, chosen from what all ranks collected.
+
+    Each rank contributes as many of its candidates as the rank with the fewest has (so the collective has equal
+    shapes), and every rank picks the class-balanced probe of ``size`` from the union in the same deterministic
+    way. All ranks must call this together. ``None`` when some rank saw no data.
+
+    Args:
+        strategy: the trainer's strategy (``all_gather`` on its ``root_device``).
+        local: this rank's probe candidates, or ``None``.
+        size: the probe size.
+    """
+    device = strategy.root_device
+    count = 0 if local is None else local.inputs.shape[0]
+    fewest = int(strategy.all_gather(torch.tensor(count, device=device)).min())
+    if fewest == 0:
+        return None
+
+    def gather(values: Tensor | None) -> Tensor | None:
+        if values is None:
+            return None
+        return strategy.all_gather(values[:fewest].contiguous().to(device)).flatten(0, 1).cpu()
+
+    union = ProbeCollector(size)
+    union.add(Probe(*(gather(t) for t in local)))
+    return union.select()

@@ -24,7 +24,7 @@ from lightning_xai.callbacks._evaluation import (
     summarise_paths,
 )
 from lightning_xai.callbacks._loggers import Visuals, custom_scalars_layout, media_loggers, write_visuals
-from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
+from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, gather_probe, split_batch
 from lightning_xai.metrics import AttributionMetric
 from lightning_xai.render import (
     Vocabulary,
@@ -249,7 +249,7 @@ class AttributionMonitor(Callback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        if self._probe is None and not self._draw_probe():
+        if self._probe is None and not self._draw_probe(trainer):
             return
         if not self._due(trainer, self.every_n_epochs):
             return
@@ -323,18 +323,22 @@ class AttributionMonitor(Callback):
     def _due(self, trainer: pl.Trainer, every_n_epochs: int) -> bool:
         return trainer.state.fn != TrainerFn.FITTING or (trainer.current_epoch + 1) % every_n_epochs == 0
 
-    def _draw_probe(self) -> bool:
+    def _draw_probe(self, trainer: pl.Trainer) -> bool:
         collector, self._collector = self._collector, None
-        if collector is None or collector.count == 0:
+        local = None if collector is None or collector.count == 0 else collector.select()
+        if trainer.world_size > 1:  # every rank saw its own shard: agree on one probe, the same on every rank
+            local = gather_probe(trainer.strategy, local, self.num_probe)
+        count = 0 if local is None else local.inputs.shape[0]
+        if count == 0:
             self._warn_once("no-data", "AttributionMonitor saw no validation batches, so it has nothing to explain")
             return False
-        if collector.count < self.num_probe:
+        if count < self.num_probe:
             self._warn_once(
                 "small",
-                f"AttributionMonitor: the validation data holds only {collector.count} samples; explaining those "
+                f"AttributionMonitor: the validation data holds only {count} samples; explaining those "
                 f"instead of num_probe={self.num_probe}",
             )
-        self._probe = collector.select()
+        self._probe = local
         return True
 
     def _targets(self, model: torch.nn.Module, probe: Probe) -> Tensor:
