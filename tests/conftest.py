@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.loggers import Logger, TensorBoardLogger
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -25,3 +27,20 @@ def read_events(log_dir: str | Path) -> EventAccumulator:
 @pytest.fixture
 def events():
     return read_events
+
+
+def quick_trainer(
+    tmp_path: str | Path, callbacks: list, max_epochs: int = 2, logger: bool | Logger | list = True, **kwargs
+) -> pl.Trainer:
+    """A small quiet CPU trainer, no checkpoints unless asked; ``logger=True``: TensorBoard at ``run/version_0``."""
+    return pl.Trainer(
+        default_root_dir=tmp_path,
+        max_epochs=max_epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=TensorBoardLogger(tmp_path, name="run", version=0) if logger is True else logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+        **{"enable_checkpointing": False, **kwargs},
+    )

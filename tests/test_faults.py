@@ -12,6 +12,7 @@ import signal
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quick_trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_xai import AttributionMonitor
@@ -29,16 +30,7 @@ def datamodule(**kwargs) -> SyntheticPatternsDataModule:
 
 
 def trainer(tmp_path, callbacks, max_epochs=1, **kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        **{"enable_checkpointing": False, **kwargs},
-    )
+    return quick_trainer(tmp_path, callbacks, max_epochs, logger=False, **kwargs)
 
 
 def fit_weights(tmp_path, callbacks) -> dict[str, torch.Tensor]:

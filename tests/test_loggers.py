@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+from conftest import quick_trainer
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -26,16 +27,7 @@ def monitor() -> AttributionMonitor:
 
 def fit(tmp_path, logger, callbacks=None, max_epochs=2, **kwargs) -> pl.Trainer:
     pl.seed_everything(0)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks if callbacks is not None else [monitor()],
-        **{"enable_checkpointing": False, **kwargs},
-    )
+    trainer = quick_trainer(tmp_path, callbacks if callbacks is not None else [monitor()], max_epochs, logger, **kwargs)
     data = SyntheticPatternsDataModule(num_classes=3, image_size=16, pattern_size=6, num_train=96, num_val=24)
     trainer.fit(SmallCNN(num_classes=3, width=4), datamodule=data)
     return trainer

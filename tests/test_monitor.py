@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quick_trainer as make_trainer
 from conftest import read_events
 from PIL import Image
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_xai import AttributionMonitor
@@ -69,20 +69,6 @@ def datamodule(seed: int = 0) -> SyntheticPatternsDataModule:
 
 def model() -> SmallCNN:
     return SmallCNN(in_channels=1, num_classes=3, width=4)
-
-
-def make_trainer(tmp_path, callbacks, max_epochs=2, logger=True, **kwargs) -> pl.Trainer:
-    return pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=TensorBoardLogger(tmp_path, name="run", version=0) if logger else False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=callbacks,
-        **{"enable_checkpointing": False, **kwargs},
-    )
 
 
 def png_size(image_event) -> tuple[int, int]:

@@ -7,8 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import read_events
-from pytorch_lightning.loggers import TensorBoardLogger
+from conftest import quick_trainer, read_events
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import GradCAM, IntegratedGradients, Saliency
@@ -30,17 +29,7 @@ def monitor(**kwargs) -> AttributionMonitor:
 def fit(tmp_path, make_net, callbacks, max_epochs=2, **kwargs) -> torch.nn.Module:
     pl.seed_everything(0)
     net = make_net()
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=TensorBoardLogger(tmp_path, name="run", version=0),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        callbacks=callbacks,
-        **kwargs,
-    )
+    trainer = quick_trainer(tmp_path, callbacks, max_epochs, **kwargs)
     trainer.fit(net, datamodule())
     return net
 

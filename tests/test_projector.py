@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import quick_trainer
 from google.protobuf import text_format
 from PIL import Image
-from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 
 from lightning_xai import EmbeddingProjector
@@ -21,15 +21,7 @@ def fit(tmp_path, callbacks, max_epochs=2) -> tuple[pl.Trainer, SmallCNN]:
     pl.seed_everything(3)
     net = SmallCNN(in_channels=1, num_classes=3, width=4)
     data = SyntheticPatternsDataModule(num_classes=3, image_size=16, pattern_size=6, num_train=128, num_val=40)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        logger=TensorBoardLogger(tmp_path, name="run", version=0),
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        callbacks=callbacks,
-    )
+    trainer = quick_trainer(tmp_path, callbacks, max_epochs)
     trainer.fit(net, datamodule=data)
     return trainer, net
 

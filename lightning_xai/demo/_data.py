@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytorch_lightning as pl
+import torch
+from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 __all__ = ["TensorDataModule", "check_positive"]
@@ -34,6 +38,18 @@ class TensorDataModule(pl.LightningDataModule):
         self.batch_size, self.num_workers = batch_size, num_workers
         self.train_set: TensorDataset | None = None
         self.val_set: TensorDataset | None = None
+
+    def _draw_splits(
+        self, make: Callable[[int, torch.Generator], tuple[Tensor, ...]], num_train: int, num_val: int, seed: int
+    ) -> None:
+        """Fill ``train_set`` and ``val_set`` with ``make(n, generator)`` unless already filled.
+
+        Each split has its own private generator (seeded ``2 * seed`` and ``2 * seed + 1``): the global RNG is
+        never touched.
+        """
+        if self.train_set is None:
+            draws = [make(n, torch.Generator().manual_seed(2 * seed + i)) for i, n in enumerate((num_train, num_val))]
+            self.train_set, self.val_set = (TensorDataset(*tensors) for tensors in draws)
 
     def _loader(self, dataset: TensorDataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:

@@ -86,7 +86,23 @@ class SmallCNN(Classifier):
         return self.classifier(self.features(x))
 
 
-class TinyViT(Classifier):
+class _ClsTransformer(Classifier):
+    """What the two transformers share: a CLS token, learned positions, an encoder and a head on the CLS output."""
+
+    def _build_encoder(self, dim: int, positions: int, depth: int, heads: int, dropout: float, classes: int) -> None:
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position = nn.Parameter(0.02 * torch.randn(1, positions, dim))
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=dropout, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = nn.Linear(dim, classes)
+
+    def _classify(self, tokens: Tensor) -> Tensor:
+        """Logits from token embeddings ``[B, T, dim]``: prepend the CLS token, add positions, encode, read CLS."""
+        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        return self.head(self.encoder(tokens + self.position[:, : tokens.shape[1]])[:, 0])
+
+
+class TinyViT(_ClsTransformer):
     """A small vision transformer: patch embedding, a CLS token, ``nn.TransformerEncoder``, a linear head.
 
     Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words", shrunk for CPUs. Its attention is what
@@ -125,17 +141,11 @@ class TinyViT(Classifier):
             raise ValueError(f"patch_size must divide image_size; got patch_size={patch_size}, image_size={image_size}")
         self.save_hyperparameters()
         self.patches = nn.Conv2d(in_channels, dim, patch_size, stride=patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.position = nn.Parameter(0.02 * torch.randn(1, (image_size // patch_size) ** 2 + 1, dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=dropout, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.head = nn.Linear(dim, num_classes)
+        self._build_encoder(dim, (image_size // patch_size) ** 2 + 1, depth, heads, dropout, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, num_classes]`` from the CLS token."""
-        tokens = self.patches(x).flatten(2).transpose(1, 2)
-        tokens = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), tokens], dim=1) + self.position
-        return self.head(self.encoder(tokens)[:, 0])
+        return self._classify(self.patches(x).flatten(2).transpose(1, 2))
 
 
 class TabularMLP(Classifier):
@@ -180,7 +190,7 @@ class TabularMLP(Classifier):
         return self.head(self.body(x))
 
 
-class TokenTransformer(Classifier):
+class TokenTransformer(_ClsTransformer):
     """A small transformer encoder classifier for token ids ``[B, T]``.
 
     An embedding, a CLS token, learned positions, ``nn.TransformerEncoder`` and a linear head on the CLS output.
@@ -217,16 +227,10 @@ class TokenTransformer(Classifier):
         super().__init__()
         self.save_hyperparameters()
         self.embedding = nn.Embedding(vocab_size, dim)
-        self.cls_token = nn.Parameter(0.02 * torch.randn(1, 1, dim))
-        self.position = nn.Parameter(0.02 * torch.randn(1, max_len + 1, dim))
-        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=dropout, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
-        self.head = nn.Linear(dim, num_classes)
+        self._build_encoder(dim, max_len + 1, depth, heads, dropout, num_classes)
 
     def forward(self, token_ids: Tensor) -> Tensor:
         """Logits ``[B, num_classes]`` from the CLS token."""
         if token_ids.shape[1] > self.hparams.max_len:
             raise ValueError(f"sequences of {token_ids.shape[1]} tokens exceed max_len={self.hparams.max_len}")
-        tokens = self.embedding(token_ids)
-        tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        return self.head(self.encoder(tokens + self.position[:, : tokens.shape[1]])[:, 0])
+        return self._classify(self.embedding(token_ids))

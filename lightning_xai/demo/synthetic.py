@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import TensorDataset
 
 from lightning_xai.demo._data import TensorDataModule, check_positive
 
@@ -117,12 +116,11 @@ class SyntheticPatternsDataModule(TensorDataModule):
         self.num_train, self.num_val, self.noise = num_train, num_val, noise
         self.seed = seed
 
-    def _draw(self, num_samples: int, stream: int) -> TensorDataset:
-        generator = torch.Generator().manual_seed(self.seed * 2 + stream)
-        shape = {"num_classes": self.num_classes, "image_size": self.image_size, "pattern_size": self.pattern_size}
-        return TensorDataset(*make_synthetic_patterns(num_samples, noise=self.noise, generator=generator, **shape))
-
     def setup(self, stage: str | None = None) -> None:
         """Draw the train and validation sets."""
-        if self.train_set is None:
-            self.train_set, self.val_set = self._draw(self.num_train, 0), self._draw(self.num_val, 1)
+        shape = {"num_classes": self.num_classes, "image_size": self.image_size, "pattern_size": self.pattern_size}
+
+        def make(n: int, generator: torch.Generator) -> tuple[Tensor, ...]:
+            return make_synthetic_patterns(n, noise=self.noise, generator=generator, **shape)
+
+        self._draw_splits(make, self.num_train, self.num_val, self.seed)

@@ -129,11 +129,8 @@ class SyntheticTabularDataModule(TensorDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Draw the train and validation rows."""
-        if self.train_set is None:
-            draws = [
-                make_synthetic_tabular(
-                    n, self.num_features, self.informative, generator=torch.Generator().manual_seed(s)
-                )
-                for n, s in ((self.num_train, 2 * self.seed), (self.num_val, 2 * self.seed + 1))
-            ]
-            self.train_set, self.val_set = (TensorDataset(*draw) for draw in draws)
+
+        def make(n: int, generator: torch.Generator) -> tuple[Tensor, ...]:
+            return make_synthetic_tabular(n, self.num_features, self.informative, generator=generator)
+
+        self._draw_splits(make, self.num_train, self.num_val, self.seed)

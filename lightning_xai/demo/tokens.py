@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.utils.data import TensorDataset
 
 from lightning_xai.demo._data import TensorDataModule, check_positive
 
@@ -93,10 +92,9 @@ class SyntheticTokensDataModule(TensorDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Draw the train and validation sequences."""
-        if self.train_set is None:
-            shape = {"num_classes": self.num_classes, "seq_len": self.seq_len, "vocab_size": self.vocab_size}
-            draws = [
-                make_synthetic_tokens(n, generator=torch.Generator().manual_seed(s), **shape)
-                for n, s in ((self.num_train, 2 * self.seed), (self.num_val, 2 * self.seed + 1))
-            ]
-            self.train_set, self.val_set = (TensorDataset(*draw) for draw in draws)
+        shape = {"num_classes": self.num_classes, "seq_len": self.seq_len, "vocab_size": self.vocab_size}
+
+        def make(n: int, generator: torch.Generator) -> tuple[Tensor, ...]:
+            return make_synthetic_tokens(n, generator=generator, **shape)
+
+        self._draw_splits(make, self.num_train, self.num_val, self.seed)

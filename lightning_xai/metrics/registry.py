@@ -4,38 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_xai.metrics import classes
 from lightning_xai.metrics._base import AttributionMetric
-from lightning_xai.metrics.classes import (
-    Complexity,
-    DeletionAUC,
-    FaithfulnessCorrelation,
-    Infidelity,
-    InsertionAUC,
-    MaxSensitivity,
-    PointingGame,
-    RandomizationSimilarity,
-    RelevanceMassAccuracy,
-    RelevanceRankAccuracy,
-    Sparseness,
-)
 
 __all__ = ["METRICS", "available", "get"]
 
+#: Every metric class of :mod:`lightning_xai.metrics.classes`, by the name it logs under.
 METRICS: dict[str, type[AttributionMetric]] = {
-    cls.name: cls
-    for cls in (
-        Complexity,
-        DeletionAUC,
-        FaithfulnessCorrelation,
-        Infidelity,
-        InsertionAUC,
-        MaxSensitivity,
-        PointingGame,
-        RandomizationSimilarity,
-        RelevanceMassAccuracy,
-        RelevanceRankAccuracy,
-        Sparseness,
-    )
+    cls.name: cls for cls in (getattr(classes, name) for name in classes.__all__) if cls.name
 }
 
 
