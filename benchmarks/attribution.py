@@ -25,14 +25,17 @@ from torch import nn
 
 from lightning_xai.attribution import (
     AttentionRollout,
+    DecisionPaths,
     FeatureAblation,
     GradCAM,
     GradientShap,
     InputXGradient,
     IntegratedGradients,
     KernelShap,
+    LayerConductance,
     Lime,
     Occlusion,
+    PermutationImportance,
     Saliency,
     SmoothGrad,
     grid_mask,
@@ -40,6 +43,9 @@ from lightning_xai.attribution import (
 from lightning_xai.demo import SmallCNN
 
 BATCH = 32
+
+
+PATH_LAYERS = ["features.0", "features.3", "classifier.3"]
 
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
@@ -180,6 +186,31 @@ def main() -> None:
                 x, feature_mask=full_mask, target=target, n_samples=200, perturbations_per_eval=50
             ),
             200 * fwd,
+        ),
+        "permutation_importance (16 groups, 1 repeat)": (
+            lambda: PermutationImportance(feature_mask=mask, repeats=1)(model, x, target),
+            lambda: ca.FeaturePermutation(model).attribute(x, feature_mask=full_mask, target=target),
+            lambda: ca.FeaturePermutation(model).attribute(
+                x, feature_mask=full_mask, target=target, perturbations_per_eval=4
+            ),
+            17 * fwd,
+        ),
+        "layer_conductance (features.3, 32 steps)": (
+            lambda: LayerConductance("features.3", steps=32)(model, x, target),
+            lambda: ca.LayerConductance(model, model.features[3]).attribute(x, target=target, n_steps=32),
+            lambda: ca.LayerConductance(model, model.features[3]).attribute(
+                x, target=target, n_steps=32, internal_batch_size=128
+            ),
+            33 * fb,
+        ),
+        "decision_paths (3 layers, 32 steps)": (
+            lambda: DecisionPaths(PATH_LAYERS, steps=32)(model, x, target),
+            lambda: [
+                ca.LayerConductance(model, model.get_submodule(layer)).attribute(x, target=target, n_steps=32)
+                for layer in PATH_LAYERS
+            ],
+            None,
+            33 * fb,
         ),
     }
     slow = {"kernel_shap (200 samples, 16 features)", "lime (200 samples, 16 features)"}

@@ -234,8 +234,10 @@ def test_dict_batches_need_keys(tmp_path):
             return super().validation_step((batch["image"], batch["label"]), batch_idx)
 
     net = DictModel(in_channels=1, num_classes=3, width=4)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=1, logger=False)
     with pytest.raises(ValueError, match=r"batch is a dict with keys \['image', 'label'\]; input_key=0 .*one of"):
-        make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(net, dm)
+        trainer.fit(net, dm)
+    assert trainer.global_step == 0  # found in the sanity check, before any training
     monitor = AttributionMonitor({"saliency": Saliency()}, num_probe=NUM_PROBE, input_key="image", target_key="label")
     make_trainer(tmp_path, [monitor], max_epochs=1, logger=False).fit(net, dm)
     assert monitor.probe[1].tolist() == [0, 1, 2, 0, 1, 2]

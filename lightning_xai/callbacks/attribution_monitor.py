@@ -207,6 +207,7 @@ class AttributionMonitor(Callback):
         self._evaluations = 0
         self._warned: set[str] = set()
         self._layouts_written: set[int] = set()
+        self._batch_checked = False
 
     @property
     @override
@@ -239,7 +240,14 @@ class AttributionMonitor(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        if trainer.sanity_checking or self._probe is not None or dataloader_idx != 0:
+        if dataloader_idx != 0:
+            return
+        if trainer.sanity_checking:  # read one batch now, so a batch the monitor cannot read fails before training
+            if not self._batch_checked:
+                split_batch(batch, self.input_key, self.target_key, self.mask_key, self.batch_fn)
+                self._batch_checked = True
+            return
+        if self._probe is not None:
             return
         if self._collector is None:
             self._collector = ProbeCollector(self.num_probe)
