@@ -78,3 +78,12 @@ def test_bad_arguments_are_named(images):
     with pytest.raises(ValueError, match="floating-point batch"):
         DecisionPaths(["0"])(cnn(), images.long(), 0)
     assert isinstance(get("layer_conductance", layer="0"), LayerConductance)
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 3, 5, 12, 1000])
+def test_conductance_does_not_depend_on_how_the_path_is_chunked(images, max_batch_size):
+    model = cnn(4)
+    expected = DecisionPaths(["0", "3"], steps=6, max_batch_size=10_000)(model, images, TARGET)
+    chunked = DecisionPaths(["0", "3"], steps=6, max_batch_size=max_batch_size)(model, images, TARGET)
+    for layer in ("0", "3"):
+        torch.testing.assert_close(chunked[layer], expected[layer], rtol=1e-5, atol=1e-6)

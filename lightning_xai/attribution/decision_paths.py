@@ -100,19 +100,33 @@ class DecisionPaths:
             return self._conductance(objective, inputs, modules)
 
     def _conductance(self, objective: Objective, inputs: Tensor, modules: list[nn.Module]) -> dict[str, Tensor]:
+        """Sum ``dF/dy(x_k) * (y(x_{k+1}) - y(x_k))`` over the path, a few whole path points per model call.
+
+        Points are processed in order and only the last point's outputs and gradients are carried to the next
+        call, so memory holds one call's activations, not the whole path's.
+        """
         alphas, _ = quadrature(self.quadrature_method, self.steps + 1)
         alphas = alphas.to(device=inputs.device, dtype=inputs.dtype)
         baseline = broadcast_baseline(self.baseline, inputs)
         batch, points = inputs.shape[0], alphas.numel()
         shape = (-1, *[1] * (inputs.dim() - 1))
-        path = (baseline[None] + alphas.view(shape)[:, None] * (inputs - baseline)[None]).flatten(0, 1)
-        rows = torch.arange(points * batch, device=inputs.device) % batch
-        outputs, grads = _outputs_and_gradients(objective, path, rows, modules, self.max_batch_size)
-        result = {}
-        for name, y, g in zip(self.layers, outputs, grads, strict=True):
-            y, g = y.view(points, batch, *y.shape[1:]), g.view(points, batch, *g.shape[1:])
-            result[name] = (g[:-1] * (y[1:] - y[:-1])).sum(dim=0)
-        return result
+        per_call = max(1, self.max_batch_size // batch)  # whole path points per call (a point's rows may be chunked)
+        totals: list[Tensor | None] = [None] * len(modules)
+        carried: list[tuple[Tensor, Tensor] | None] = [None] * len(modules)
+        for start in range(0, points, per_call):
+            stop = min(points, start + per_call)
+            path = baseline[None] + alphas[start:stop].view(shape)[:, None] * (inputs - baseline)[None]
+            rows = torch.arange((stop - start) * batch, device=inputs.device) % batch
+            outputs, grads = _outputs_and_gradients(objective, path.flatten(0, 1), rows, modules, self.max_batch_size)
+            for k, (y, g) in enumerate(zip(outputs, grads, strict=True)):
+                y, g = y.view(stop - start, batch, *y.shape[1:]), g.view(stop - start, batch, *g.shape[1:])
+                part = (g[:-1] * (y[1:] - y[:-1])).sum(dim=0)
+                if carried[k] is not None:  # the step from the previous call's last point to this call's first
+                    y_last, g_last = carried[k]
+                    part = part + g_last * (y[0] - y_last)
+                totals[k] = part if totals[k] is None else totals[k] + part
+                carried[k] = (y[-1], g[-1])
+        return dict(zip(self.layers, totals, strict=True))
 
 
 class LayerConductance(Explainer):
