@@ -77,8 +77,28 @@ def test_mlflow_gets_the_scores_and_the_pictures(tmp_path, monkeypatch):
     assert sum(name.startswith("xai~ig~curves+step+4") for name in images) == 1
 
 
+def test_wandb_gets_the_scores_and_the_pictures_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from pytorch_lightning.loggers import WandbLogger as RealWandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # everything stays in files under save_dir: no account, no network
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = RealWandbLogger(save_dir=str(tmp_path), offline=True, project="xai")
+    try:
+        fit(tmp_path, logger)
+        score = logger.experiment.summary["xai/ig/deletion_auc"]  # the last logged value, as the W&B page shows
+    finally:
+        logger.experiment.finish()
+    assert 0.0 <= score <= 1.0
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    images = run / "files" / "media" / "images" / "xai"
+    heatmaps = sorted((images / "ig").glob("heatmaps_*.png"))
+    assert len(heatmaps) == 2 and Image.open(heatmaps[-1]).size[0] == 3 * 68
+    assert len(list((images / "ig").glob("curves_*.png"))) == 2
+
+
 class WandbLogger(Logger):
-    """Stands in for ``pytorch_lightning.loggers.WandbLogger`` (wandb is not installed here): records the calls."""
+    """Stands in for ``pytorch_lightning.loggers.WandbLogger`` to check the calls and a failing logger."""
 
     def __init__(self, fail: bool = False) -> None:
         super().__init__()
