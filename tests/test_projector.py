@@ -81,3 +81,24 @@ def test_an_unknown_layer_warns_once_and_training_goes_on(tmp_path):
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         EmbeddingProjector(**kwargs)
+
+
+class DictOutput(SmallCNN):
+    def forward(self, x):
+        return {"logits": super().forward(x)}
+
+    def _step(self, batch, stage):
+        loss = torch.nn.functional.cross_entropy(self(batch[0])["logits"], batch[1])
+        self.log(f"{stage}_loss", loss)
+        return loss
+
+
+def test_models_returning_a_dict_take_output_fn(tmp_path):
+    pl.seed_everything(0)
+    net = DictOutput(in_channels=1, num_classes=3, width=4)
+    data = SyntheticPatternsDataModule(num_classes=3, image_size=16, pattern_size=6, num_train=64, num_val=16)
+    projector = EmbeddingProjector("classifier.1", num_samples=8, output_fn=lambda out: out["logits"])
+    quick_trainer(tmp_path, [projector], max_epochs=1).fit(net, datamodule=data)
+    log_dir = tmp_path / "run" / "version_0"
+    meta = list(csv.reader((log_dir / projector_config(log_dir).embeddings[-1].metadata_path).open(), delimiter="\t"))
+    assert meta[0] == ["label", "pred"] and len(meta) == 9

@@ -8,9 +8,8 @@ import pytest
 import pytorch_lightning as pl
 import tensorboard.util.tensor_util as tensor_util
 import torch
-from conftest import read_events
+from conftest import quick_trainer, read_events
 from PIL import Image
-from pytorch_lightning.loggers import TensorBoardLogger
 from tensorboard.plugins.custom_scalar import layout_pb2
 
 from lightning_xai import AttributionMonitor
@@ -23,16 +22,7 @@ INFORMATIVE = (1, 4, 6)
 def fit(tmp_path, monitor, max_epochs=4, **data):
     pl.seed_everything(0)
     datamodule = SyntheticTabularDataModule(num_features=8, informative=INFORMATIVE, num_train=1024, **data)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        logger=TensorBoardLogger(tmp_path, name="run", version=0),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-    )
+    trainer = quick_trainer(tmp_path, [], max_epochs)
     trainer.callbacks.append(monitor)
     trainer.fit(TabularMLP(num_features=8, num_classes=2, hidden=32, lr=1e-2), datamodule=datamodule)
     return trainer, read_events(tmp_path / "run" / "version_0")
@@ -82,15 +72,7 @@ def test_feature_names_from_the_datamodule_are_made_tag_safe(tmp_path):
     names = ["mean radius", "worst/area", "a|b", "mean radius", "", "x", "y", "z"]
     monitor = AttributionMonitor({"ig": IntegratedGradients(steps=8)}, num_probe=16)
     pl.seed_everything(0)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=1,
-        accelerator="cpu",
-        logger=TensorBoardLogger(tmp_path, name="run", version=0),
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
-    )
+    trainer = quick_trainer(tmp_path, [monitor], 1)
     data = NamedData(names, num_features=8, informative=INFORMATIVE, num_train=64, num_val=32)
     trainer.fit(TabularMLP(num_features=8), datamodule=data)
     tags = {t for t in read_events(tmp_path / "run" / "version_0").Tags()["scalars"] if "/importance/" in t}
@@ -123,3 +105,18 @@ def test_the_breast_cancer_datamodule_is_standardised_and_named():
     assert x.shape[1] == 30 == len(data.feature_names) and "mean radius" in data.feature_names
     torch.testing.assert_close(x.mean(0), torch.zeros(30), atol=1e-5, rtol=0)
     assert set(y.tolist()) == {0, 1} and len(data.val_set) == 142
+
+
+def test_wide_tables_get_charts_but_no_curve_per_feature(tmp_path):
+    from lightning_xai.callbacks.attribution_monitor import MAX_FEATURE_SCALARS
+
+    monitor = AttributionMonitor({"ig": IntegratedGradients(steps=4)}, num_probe=8)
+    pl.seed_everything(0)
+    width = MAX_FEATURE_SCALARS + 1
+    data = SyntheticTabularDataModule(num_features=width, informative=(0,), num_train=32, num_val=16)
+    trainer = quick_trainer(tmp_path, [monitor], 1)
+    with pytest.warns(UserWarning, match=f"have {width} columns, more than {MAX_FEATURE_SCALARS}"):
+        trainer.fit(TabularMLP(num_features=width), datamodule=data)
+    events = read_events(tmp_path / "run" / "version_0")
+    assert not any("/importance/" in tag for tag in events.Tags()["scalars"])
+    assert "xai/ig/importance" in events.Tags()["images"]

@@ -6,8 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import tensorboard.util.tensor_util as tensor_util
 import torch
-from conftest import read_events
-from pytorch_lightning.loggers import TensorBoardLogger
+from conftest import quick_trainer, read_events
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import AttentionRollout, InputXGradient, IntegratedGradients
@@ -25,15 +24,7 @@ def test_the_trigger_tokens_get_the_highest_attribution_after_training(tmp_path)
         "rollout": AttentionRollout(),
     }
     monitor = AttributionMonitor(explainers, metrics=[PointingGame()], num_probe=12, mask_key=2, top_tokens=1)
-    trainer = pl.Trainer(
-        default_root_dir=tmp_path,
-        max_epochs=2,
-        accelerator="cpu",
-        logger=TensorBoardLogger(tmp_path, name="run", version=0),
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        callbacks=[monitor],
-    )
+    trainer = quick_trainer(tmp_path, [monitor], 2)
     data = SyntheticTokensDataModule(num_train=1024, num_val=64)
     trainer.fit(TokenTransformer(vocab_size=24, num_classes=3), datamodule=data)
     assert trainer.callback_metrics["val_acc"] > 0.9

@@ -294,10 +294,14 @@ class AttributionMonitor(Callback):
             result.scalars.update({f"xai/{name}/layer/{layer}": share for layer, share in paths.shares.items()})
         importances = self._importances(trainer, probe.inputs, result)
         for name, (features, mean_abs, _) in importances.items():
-            if len(features) <= MAX_FEATURE_SCALARS:
-                result.scalars.update(
-                    {f"xai/{name}/importance/{f}": v for f, v in zip(features, mean_abs, strict=True)}
+            if len(features) > MAX_FEATURE_SCALARS:
+                self._warn_once(
+                    "wide-table",
+                    f"AttributionMonitor: the inputs have {len(features)} columns, more than {MAX_FEATURE_SCALARS}: "
+                    "per-feature importance curves are not logged (the chart and table of the top features are)",
                 )
+                continue
+            result.scalars.update({f"xai/{name}/importance/{f}": v for f, v in zip(features, mean_abs, strict=True)})
         for tag, value in result.scalars.items():
             pl_module.log(tag, value, sync_dist=True)
         if trainer.is_global_zero:

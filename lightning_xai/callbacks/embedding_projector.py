@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
@@ -15,7 +16,7 @@ from typing_extensions import override
 
 from lightning_xai.attribution import explanation_mode
 from lightning_xai.attribution._base import row_chunks
-from lightning_xai.attribution._layers import capture_output, find_module
+from lightning_xai.attribution._layers import OutputAdapter, capture_output, find_module
 from lightning_xai.callbacks._loggers import tensorboard_writers
 from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
 from lightning_xai.render import input_to_rgb
@@ -49,6 +50,8 @@ class EmbeddingProjector(Callback):
         thumbnail_size: side in pixels of the sprite thumbnails of image inputs.
         max_batch_size: the most samples forwarded at once.
         tag: the projector entry's name.
+        output_fn: for models whose forward does not return the logits: maps the output to logits (for the
+            ``pred`` column), as in :class:`~lightning_xai.AttributionMonitor`.
         strict: re-raise an error (e.g. an unknown layer name) instead of warning and skipping the recording.
 
     Example:
@@ -69,6 +72,7 @@ class EmbeddingProjector(Callback):
         thumbnail_size: int = 32,
         max_batch_size: int = 256,
         tag: str | None = None,
+        output_fn: Callable[[Any], Tensor] | None = None,
         strict: bool = False,
     ) -> None:
         if not isinstance(layer, str) or not layer:
@@ -86,6 +90,7 @@ class EmbeddingProjector(Callback):
         self.class_names = None if class_names is None else [str(name) for name in class_names]
         self.thumbnail_size, self.max_batch_size = thumbnail_size, max_batch_size
         self.tag = tag or f"xai/embedding/{layer}"
+        self.output_fn = output_fn
         self.strict = strict
         self._warned = False
         self._collector: ProbeCollector | None = None
@@ -159,6 +164,8 @@ class EmbeddingProjector(Callback):
     def embed(self, model: torch.nn.Module, inputs: Tensor) -> tuple[Tensor, Tensor]:
         """The layer's output ``[N, D]`` (flattened per sample) and the predicted class ``[N]`` for ``inputs``."""
         module = find_module(model, self.layer)
+        if self.output_fn is not None:
+            model = OutputAdapter(model, self.output_fn)
         features, predictions = [], []
         with explanation_mode(model), torch.no_grad():
             for rows in row_chunks(inputs.shape[0], self.max_batch_size, inputs.device):
