@@ -84,7 +84,7 @@ def test_integrated_gradients_bad_arguments():
         IntegratedGradients(method="simpson")
     with pytest.raises(ValueError, match="steps must be an int >= 2 for method 'riemann_left'; got 1"):
         IntegratedGradients(steps=1, method="riemann_left")
-    with pytest.raises(ValueError, match="max_batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="max_batch_size must be a positive int; got 0"):
         IntegratedGradients(max_batch_size=0)
     with pytest.raises(ValueError, match=r"baseline of shape \[3\] does not broadcast to inputs \[6, 2, 8, 8\]"):
         IntegratedGradients(baseline=torch.zeros(3))(small_cnn(), torch.randn(6, 2, 8, 8), 0)

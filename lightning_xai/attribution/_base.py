@@ -18,6 +18,7 @@ __all__ = [
     "TargetLike",
     "broadcast_baseline",
     "check_logits",
+    "check_positive_int",
     "resolve_target",
     "row_chunks",
 ]
@@ -156,8 +157,7 @@ class Explainer(abc.ABC):
     layer: str | None = None
 
     def __init__(self, max_batch_size: int = 128) -> None:
-        if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
+        check_positive_int("max_batch_size", max_batch_size)
         self.max_batch_size = max_batch_size
 
     def __call__(self, model: nn.Module, inputs: Tensor, target: TargetLike = None) -> Tensor:
@@ -205,6 +205,19 @@ class Explainer(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
         return f"{type(self).__name__}({args})"
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an int >= 1 (``True`` is not a count).
+
+    Example:
+        >>> check_positive_int("steps", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: steps must be a positive int; got 0
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
 def resolve_target(model: nn.Module, inputs: Tensor, target: TargetLike, max_batch_size: int) -> Tensor:

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from lightning_xai.attribution._base import check_positive_int
+
 __all__ = ["check_sampling_args", "draw_groups", "private_generator", "relative_noise_std"]
 
 
@@ -41,8 +43,7 @@ def relative_noise_std(inputs: Tensor, noise: float) -> Tensor:
 
 def check_sampling_args(samples: int, noise: float, seed: int) -> None:
     """Raise a ValueError naming the argument that is out of range."""
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
-        raise ValueError(f"samples must be a positive int; got {samples!r}")
+    check_positive_int("samples", samples)
     if not isinstance(noise, int | float) or isinstance(noise, bool) or noise < 0:
         raise ValueError(f"noise must be a number >= 0 (a fraction of each sample's input range); got {noise!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):

@@ -13,6 +13,7 @@ from lightning_xai.attribution._base import (
     Objective,
     TargetLike,
     broadcast_baseline,
+    check_positive_int,
     resolve_target,
     row_chunks,
 )
@@ -74,8 +75,7 @@ class DecisionPaths:
         if quadrature_method not in METHODS:
             raise ValueError(f"quadrature_method must be one of {list(METHODS)}; got {quadrature_method!r}")
         quadrature(quadrature_method, steps + 1)  # validates steps
-        if not isinstance(max_batch_size, int) or isinstance(max_batch_size, bool) or max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be a positive int, got {max_batch_size!r}")
+        check_positive_int("max_batch_size", max_batch_size)
         self.layers, self.method, self.steps = list(layers), method, steps
         self.quadrature_method, self.baseline, self.max_batch_size = quadrature_method, baseline, max_batch_size
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_xai.attribution._base import Explainer, Objective
+from lightning_xai.attribution._base import Explainer, Objective, check_positive_int
 from lightning_xai.attribution._coalitions import FeatureMask, feature_groups, perturbation_scores
 from lightning_xai.attribution._sampling import private_generator
 
@@ -51,8 +51,7 @@ class PermutationImportance(Explainer):
         max_batch_size: int = 128,
     ) -> None:
         super().__init__(max_batch_size)
-        if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
-            raise ValueError(f"repeats must be a positive int; got {repeats!r}")
+        check_positive_int("repeats", repeats)
         self.feature_mask, self.repeats, self.seed, self.max_features = feature_mask, repeats, seed, max_features
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:

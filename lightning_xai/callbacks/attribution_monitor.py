@@ -15,7 +15,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_xai.attribution import AttentionRollout, DecisionPaths, Explainer, OutputAdapter, explanation_mode
-from lightning_xai.attribution._base import check_logits
+from lightning_xai.attribution._base import check_logits, check_positive_int
 from lightning_xai.callbacks._evaluation import (
     Evaluation,
     PathSummary,
@@ -185,8 +185,7 @@ class AttributionMonitor(Callback):
         if decision_paths is not None and decision_paths.name in explainers:
             raise ValueError(f"decision_paths' tag name {decision_paths.name!r} is already an explainer's name")
         for arg, value in (("top_k", top_k), ("top_tokens", top_tokens), ("top_units", top_units)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be a positive int; got {value!r}")
+            check_positive_int(arg, value)
         if vocabulary is not None and not callable(vocabulary) and not isinstance(vocabulary, list | tuple):
             raise ValueError(
                 f"vocabulary must be a list of token texts indexed by id or a function id -> text; got "
@@ -503,8 +502,7 @@ def _validate_metrics(metrics: list[object], schedule: dict[str, int]) -> None:
     for name, every in schedule.items():
         if name not in names:
             raise ValueError(f"metric_every_n_epochs names {name!r}, which is not among the metrics {names}")
-        if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-            raise ValueError(f"metric_every_n_epochs[{name!r}] must be a positive int; got {every!r}")
+        check_positive_int(f"metric_every_n_epochs[{name!r}]", every)
 
 
 def _validate(explainers: object, num_probe: object, every_n_epochs: object, target: object) -> None:
@@ -522,7 +520,6 @@ def _validate(explainers: object, num_probe: object, every_n_epochs: object, tar
                 f"got {type(explainer).__name__}"
             )
     for arg, value in (("num_probe", num_probe), ("every_n_epochs", every_n_epochs)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{arg} must be a positive int; got {value!r}")
+        check_positive_int(arg, value)
     if target not in ("pred", "label") and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
         raise ValueError(f"target must be 'pred', 'label' or a class index >= 0; got {target!r}")

@@ -15,7 +15,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from lightning_xai.attribution import explanation_mode
-from lightning_xai.attribution._base import row_chunks
+from lightning_xai.attribution._base import check_positive_int, row_chunks
 from lightning_xai.attribution._layers import OutputAdapter, capture_output, find_module
 from lightning_xai.callbacks._loggers import tensorboard_writers
 from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
@@ -83,8 +83,7 @@ class EmbeddingProjector(Callback):
             ("thumbnail_size", thumbnail_size),
             ("max_batch_size", max_batch_size),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be a positive int; got {value!r}")
+            check_positive_int(arg, value)
         self.layer, self.num_samples, self.every_n_epochs = layer, num_samples, every_n_epochs
         self.input_key, self.target_key, self.batch_fn = input_key, target_key, batch_fn
         self.class_names = None if class_names is None else [str(name) for name in class_names]

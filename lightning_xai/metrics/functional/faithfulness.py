@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_xai.attribution._base import Objective, broadcast_baseline, row_chunks
+from lightning_xai.attribution._base import Objective, broadcast_baseline, check_positive_int, row_chunks
 from lightning_xai.attribution._coalitions import perturbation_scores
 from lightning_xai.attribution._hygiene import gradient_scope
 from lightning_xai.attribution._sampling import private_generator, relative_noise_std
@@ -60,8 +60,7 @@ def _curve(
     max_batch_size: int,
 ) -> Tensor:
     """Target probability as the most relevant positions go from ``start`` to ``end``, ``[B, steps + 1]``."""
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive int; got {steps!r}")
+    check_positive_int("steps", steps)
     relevance = per_position(attributions, start.dim())
     positions = relevance.shape[1]
     if positions != torch.Size(_position_shape(start)).numel():
