@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,13 @@ class Visuals:
     histograms: dict[str, Tensor] = field(default_factory=dict)
     figures: dict[str, Figure] = field(default_factory=dict)
     texts: dict[str, str] = field(default_factory=dict)  # Markdown
+
+    @cached_property
+    def pictures(self) -> dict[str, np.ndarray]:
+        """Images and figures as ``[H, W, 3]`` uint8 arrays, for loggers that take arrays (rendered once)."""
+        pictures = {tag: _to_uint8(image) for tag, image in self.images.items()}
+        pictures.update({tag: _figure_to_uint8(figure) for tag, figure in self.figures.items()})
+        return pictures
 
 
 def _kind(logger: object) -> str | None:
@@ -87,8 +95,7 @@ def write_visuals(logger: object, step: int, visuals: Visuals, layout: dict | No
     if kind == "TensorBoardLogger":
         _to_tensorboard(logger.experiment, step, visuals, layout)
         return
-    pictures = {tag: _to_uint8(image) for tag, image in visuals.images.items()}
-    pictures.update({tag: _figure_to_uint8(figure) for tag, figure in visuals.figures.items()})
+    pictures = visuals.pictures
     if kind == "CSVLogger":
         for tag, array in pictures.items():
             path = _media_path(logger.log_dir, tag, step, ".png")
