@@ -79,7 +79,7 @@ def test_configuration_mistakes_warn_and_leave_training_untouched(
 def test_integer_inputs_without_a_layer_target_say_how_to_explain_them(tmp_path):
     monitor = AttributionMonitor({"ig": IntegratedGradients(steps=4)}, num_probe=4)
     data = SyntheticTokensDataModule(num_train=64, num_val=16)
-    with pytest.warns(UserWarning, match="inputs must be floating point.*pass layer='<embedding module name>'"):
+    with pytest.warns(UserWarning, match="inputs must be floating point.*pass layer='auto'"):
         trainer(tmp_path, [monitor]).fit(TokenTransformer(), datamodule=data)
 
 

@@ -56,7 +56,7 @@ def test_layer_gradient_and_gradient_x_activation_match_captum(tokens):
 
 
 def test_integer_inputs_need_a_layer(tokens):
-    with pytest.raises(ValueError, match="got torch.int64.*pass layer='<embedding module name>'"):
+    with pytest.raises(ValueError, match="got torch.int64.*pass layer='auto'.*or layer='<embedding module name>'"):
         IntegratedGradients()(TokenModel(), tokens)
     with pytest.raises(ValueError, match="no layer named 'embed'; layers that exist: embedding \\(Embedding\\)"):
         IntegratedGradients(layer="embed")(TokenModel(), tokens)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+import copy
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution._hygiene import gradient_scope
 from lightning_xai.attribution._layers import capture_output, find_module, replace_output
+from lightning_xai.attribution._model import Extras, InputsLike, Packing, as_tuple, find_input_embeddings, logits_of
+from lightning_xai.attribution.tasks import Task, get_task
 
 __all__ = [
     "Explainer",
@@ -19,7 +23,9 @@ __all__ = [
     "broadcast_baseline",
     "check_logits",
     "check_positive_int",
+    "layer_output",
     "resolve_target",
+    "resolve_task",
     "row_chunks",
 ]
 
@@ -38,40 +44,75 @@ def row_chunks(num_rows: int, max_batch_size: int, device: torch.device) -> Iter
 
 
 class Objective:
-    """The per-row scalar an explainer differentiates: the model's output for each row's target class.
+    """The per-row scalar an explainer differentiates: the score of each row's target, as the task defines it.
 
-    Target indices are checked against the model's output once, on the first call, so the hot loop never waits
-    for the device.
+    Everything about calling the model lives here (DESIGN.md, "The model-facing side"): rows of the batch are
+    unpacked to the model's inputs (a tuple is packed into one tensor for the explainer, see :class:`Packing`),
+    row-aligned forward extras (``attention_mask``) and targets are indexed with the same ``rows``, the output is
+    adapted (:func:`logits_of`) and scored by the :class:`~lightning_xai.attribution.tasks.Task`. Target indices
+    are checked against the model's output once, on the first call, so the hot loop never waits for the device.
 
     Args:
-        model: a module mapping a batch to logits of shape ``[B, num_classes]``.
-        target: class index per sample, ``LongTensor[B]``.
-        softmax: score the softmax probability of the target class instead of its logit.
+        model: the module explained.
+        target: target index per sample, ``LongTensor[B]``.
+        probability: score the task's probability (softmax, sigmoid, ...) instead of the differentiated score.
+        task: the head's task (``None``: the model's, see :func:`resolve_task`).
+        extras: the forward keyword arguments.
+        packing: how a tuple of inputs was packed into the tensor the explainer sees, or ``None``.
+        inputs: the unperturbed inputs as the explainer sees them; needed by tasks with a region (segmentation).
     """
 
-    def __init__(self, model: nn.Module, target: Tensor, softmax: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        target: Tensor,
+        probability: bool = False,
+        *,
+        task: str | Task | None = None,
+        extras: Extras | Mapping[str, Any] | None = None,
+        packing: Packing | None = None,
+        inputs: Tensor | None = None,
+    ) -> None:
         self.model = model
         self.target = target
-        self.softmax = softmax
+        self.probability = probability
+        self.task = resolve_task(task, model)
+        self.extras = extras if isinstance(extras, Extras) else Extras(extras, target.shape[0])
+        self.packing = packing
         self._target_max = int(target.max()) if target.numel() else -1
         self._checked = False
+        self._region: Tensor | None = None
+        if self.task.needs_region:
+            with torch.no_grad():
+                self._region = self.task.region(self._unperturbed_output(inputs), target)
+
+    def _unperturbed_output(self, inputs: Tensor | None) -> Tensor:
+        if inputs is None:
+            raise ValueError(f"task {self.task.name!r} needs the explained inputs to fix each target's region")
+        return self.output(inputs)
+
+    def output(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The model's (adapted) output for ``rows`` of the batch, with their extras."""
+        model_inputs = (inputs,) if self.packing is None else self.packing.unpack(inputs)
+        return logits_of(self.model(*model_inputs, **self.extras.take(rows)))
 
     def __call__(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
         """Forward ``inputs`` and return each row's target score, ``Tensor[R]``.
 
         Args:
             inputs: a batch of rows to forward.
-            rows: for each row, the index of the sample whose target it takes (``None``: row ``i`` is sample
-                ``i``).
+            rows: for each row, the index of the sample whose target and extras it takes (``None``: row ``i`` is
+                sample ``i``).
         """
-        out = self.model(inputs)
+        out = self.output(inputs, rows)
         if not self._checked:
-            check_logits(out, self._target_max)
+            self.task.check(out, self._target_max, self.probability)
             self._checked = True
         target = self.target if rows is None else self.target[rows]
-        if self.softmax:
-            out = out.softmax(dim=1)
-        return out.gather(1, target.unsqueeze(1)).squeeze(1)
+        region = None if self._region is None else (self._region if rows is None else self._region[rows])
+        if self.probability:
+            return self.task.probability(out, target, region)
+        return self.task.score(out, target, region)
 
     def gradient(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
         """Gradient of each row's target score with respect to that row of ``inputs``.
@@ -88,9 +129,14 @@ class Objective:
             chunks = row_chunks(inputs.shape[0], max_batch_size, inputs.device)
             return torch.cat([self(inputs[rows], rows) for rows in chunks])
 
-    def reference(self, baseline: float | Tensor, inputs: Tensor) -> Tensor:
-        """The baseline ``x'`` of the attributed ``inputs``, broadcast to their shape, dtype and device."""
-        return broadcast_baseline(baseline, inputs)
+    def reference(self, baseline: object, inputs: Tensor) -> Tensor:
+        """The baseline ``x'`` of the attributed ``inputs``, broadcast to their shape, dtype and device.
+
+        With tuple inputs, ``baseline`` may be a number, a tuple with one baseline per input, or a packed tensor.
+        """
+        if self.packing is None:
+            return broadcast_baseline(baseline, inputs)
+        return self.packing.pack_like(baseline, self.packing.unpack(inputs), "baseline")
 
     def chunked_gradient(self, inputs: Tensor, rows: Tensor | None, max_batch_size: int) -> Tensor:
         """:meth:`gradient` of any number of rows, at most ``max_batch_size`` per model call."""
@@ -98,6 +144,14 @@ class Objective:
             return self.gradient(inputs, rows)
         chunks = row_chunks(inputs.shape[0], max_batch_size, inputs.device)
         return torch.cat([self.gradient(inputs[c], c if rows is None else rows[c]) for c in chunks])
+
+    def repeated(self, rows: Tensor) -> Objective:
+        """The same objective for a batch whose sample ``i`` is this batch's ``rows[i]`` (e.g. noisy copies)."""
+        clone = copy.copy(self)
+        clone.target = self.target[rows]
+        clone.extras = Extras(self.extras.take(rows), rows.shape[0])
+        clone._region = None if self._region is None else self._region[rows]
+        return clone
 
 
 class LayerObjective(Objective):
@@ -108,84 +162,148 @@ class LayerObjective(Objective):
 
     Args:
         model: the model.
-        target: class index per sample.
+        target: target index per sample.
         module: the layer whose output is attributed.
-        inputs: the model's inputs (any dtype: integer token ids are fine).
+        inputs: the model's inputs (any dtype: integer token ids are fine), one tensor or a tuple.
+        task: the head's task.
+        extras: the forward keyword arguments.
     """
 
-    def __init__(self, model: nn.Module, target: Tensor, module: nn.Module, inputs: Tensor) -> None:
-        super().__init__(model, target)
+    def __init__(
+        self,
+        model: nn.Module,
+        target: Tensor,
+        module: nn.Module,
+        inputs: tuple[Tensor, ...],
+        *,
+        task: str | Task | None = None,
+        extras: Extras | None = None,
+    ) -> None:
         self.module = module
         self.inputs = inputs
+        super().__init__(model, target, task=task, extras=extras)
 
-    def __call__(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
-        """Scores with the layer's output replaced by ``inputs`` (rows taken from the original inputs' ``rows``)."""
+    def _unperturbed_output(self, inputs: Tensor | None) -> Tensor:
+        return logits_of(self.model(*self.inputs, **self.extras.take(None)))
+
+    def output(self, inputs: Tensor, rows: Tensor | None = None) -> Tensor:
+        """The output with the layer's output replaced by ``inputs`` (rows taken from the original inputs)."""
+        model_inputs = self.inputs if rows is None else tuple(x[rows] for x in self.inputs)
         with replace_output(self.module, inputs):
-            return super().__call__(self.inputs if rows is None else self.inputs[rows], rows)
+            return logits_of(self.model(*model_inputs, **self.extras.take(rows)))
 
-    def reference(self, baseline: float | Tensor, inputs: Tensor) -> Tensor:
+    def reference(self, baseline: object, inputs: Tensor) -> Tensor:
         """The layer's output at the baseline *input* (e.g. token id 0), as Captum's ``LayerIntegratedGradients``."""
-        return layer_output(self.model, self.module, super().reference(baseline, self.inputs))
+        if isinstance(baseline, Tensor) and baseline.shape == inputs.shape:
+            return baseline
+        references = tuple(broadcast_baseline(baseline, x) for x in self.inputs)
+        return layer_output(self.model, self.module, references, self.extras)
+
+    def repeated(self, rows: Tensor) -> Objective:
+        """The same objective for a batch whose sample ``i`` is this batch's ``rows[i]``."""
+        clone = super().repeated(rows)
+        clone.inputs = tuple(x[rows] for x in self.inputs)
+        return clone
 
 
-def layer_output(model: nn.Module, module: nn.Module, inputs: Tensor) -> Tensor:
+def layer_output(
+    model: nn.Module, module: nn.Module, inputs: tuple[Tensor, ...], extras: Extras | None = None
+) -> Tensor:
     """The output ``module`` produces when ``model`` runs on ``inputs`` (no gradients)."""
     with torch.no_grad(), capture_output(module) as capture:
-        model(inputs)
+        model(*inputs, **({} if extras is None else extras.take(None)))
     if capture.output is None:
         raise ValueError(f"layer {type(module).__name__} was not called by the model's forward pass")
     return capture.output
 
 
+def resolve_task(task: str | Task | None, model: nn.Module | None = None) -> Task:
+    """The task an explanation uses.
+
+    ``task`` if given, else the model adapter's (:class:`~lightning_xai.attribution.OutputAdapter`), else
+    ``"multiclass"``.
+    """
+    if task is None and model is not None:
+        task = getattr(model, "task", None)
+    return get_task(task if isinstance(task, str | Task) else None)
+
+
 class Explainer(abc.ABC):
     """Base class of every attribution method.
 
-    An explainer is configured in ``__init__`` and called as ``explainer(model, inputs, target)``. The call
-    checks the inputs, resolves the target, enables gradients (also under ``torch.inference_mode``), disables
-    autocast, and hands a :class:`Objective` to :meth:`attribute`, the one method subclasses implement.
+    An explainer is configured in ``__init__`` and called as ``explainer(model, inputs, target, **forward_kwargs)``.
+    The call checks the inputs, resolves the target, enables gradients (also under ``torch.inference_mode``),
+    disables autocast, and hands an :class:`Objective` to :meth:`attribute`, the one method subclasses implement.
     The model is used in the mode it is in: wrap the call in :func:`~lightning_xai.attribution.explanation_mode`
     (as the callbacks do) to explain in eval mode and restore all training state afterwards.
 
     Args:
         max_batch_size: the most rows (inputs, interpolation steps, samples) sent through the model in one call.
+        task: the head's task (``"multiclass"``, ``"binary"``, ``"multilabel"``, ``"regression"``,
+            ``"segmentation"``; see :mod:`lightning_xai.attribution.tasks`); ``None`` takes the model adapter's,
+            else ``"multiclass"``.
     """
 
     #: Whether attributions carry a sign (rendered with a diverging colour map) or are magnitudes.
     signed: bool = True
     #: Whether ``self.layer`` names a layer whose output is attributed instead of the inputs.
     layer_targets: bool = False
+    #: Whether the method only replaces input values (perturbation), so integer inputs such as token ids are fine.
+    perturbs_inputs: bool = False
     layer: str | None = None
+    task: str | Task | None = None
 
-    def __init__(self, max_batch_size: int = 128) -> None:
+    def __init__(self, max_batch_size: int = 128, task: str | Task | None = None) -> None:
         check_positive_int("max_batch_size", max_batch_size)
         self.max_batch_size = max_batch_size
+        if task is not None:
+            get_task(task)  # validates the name
+        self.task = task
 
-    def __call__(self, model: nn.Module, inputs: Tensor, target: TargetLike = None) -> Tensor:
+    def __call__(
+        self, model: nn.Module, inputs: InputsLike, target: TargetLike = None, **forward_kwargs: Any
+    ) -> InputsLike:
         """Attribute ``model``'s output for ``target`` to ``inputs``.
 
         Args:
-            model: a module mapping ``inputs`` to logits ``[B, num_classes]``.
-            inputs: a floating-point batch ``[B, ...]``.
-            target: ``None`` for the predicted class, an ``int`` for one class for all samples, or a
+            model: a module mapping ``inputs`` (and ``forward_kwargs``) to outputs its task understands.
+            inputs: a floating-point batch ``[B, ...]``, or a tuple of them, all attributed (Captum's convention).
+            target: ``None`` for the predicted target, an ``int`` for one target for all samples, or a
                 ``LongTensor[B]``.
+            **forward_kwargs: passed to the model unchanged, except that tensors whose first dimension is the
+                batch (``attention_mask``) are indexed with the rows sent to the model.
 
         Returns:
-            Attributions (detached); shaped like ``inputs`` unless the method documents otherwise.
+            Attributions (detached); shaped like ``inputs`` (a tuple for a tuple) unless the method documents
+            otherwise.
 
         Raises:
             ValueError: for inputs that are not a floating-point batch, targets of the wrong shape or dtype,
-                target indices outside the model's outputs, or a model whose output is not ``[B, num_classes]``.
+                target indices outside the model's outputs, or a model output its task does not understand.
         """
         layer = self.layer if self.layer_targets else None
-        _check_inputs(inputs, integer_ok=layer is not None)
-        with gradient_scope(inputs.device):
-            inputs = inputs.detach().clone()  # a normal tensor, even if `inputs` was made in inference mode
-            target = self._resolve_target(model, inputs, target)
-            if layer is None:
-                return self.attribute(Objective(model, target), inputs).detach()
-            module = find_module(model, layer)
-            objective = LayerObjective(model, target, module, inputs)
-            return self.attribute(objective, layer_output(model, module, inputs)).detach()
+        values = as_tuple(inputs)
+        for value in values:
+            _check_inputs(value, integer_ok=layer is not None or self.perturbs_inputs)
+        if layer is None and len({v.dtype for v in values}) > 1:
+            raise ValueError(
+                f"tuple inputs attributed together must share a dtype; got {[str(v.dtype) for v in values]}. Pass "
+                "the others as forward keyword arguments, or attribute at a layer (layer=...)"
+            )
+        with gradient_scope(values[0].device):
+            values = tuple(v.detach().clone() for v in values)  # normal tensors, even if made in inference mode
+            extras = Extras(forward_kwargs, values[0].shape[0]).detached()
+            task = resolve_task(self.task, model)
+            target = resolve_target(model, values, target, self.max_batch_size, task=task, extras=extras)
+            if layer is not None:
+                module = find_input_embeddings(model) if layer == "auto" else find_module(model, layer)
+                objective = LayerObjective(model, target, module, values, task=task, extras=extras)
+                return self.attribute(objective, layer_output(model, module, values, extras)).detach()
+            packing = Packing(values) if isinstance(inputs, tuple | list) else None
+            packed = values[0] if packing is None else packing.pack(values)
+            objective = Objective(model, target, task=task, extras=extras, packing=packing, inputs=packed)
+            attr = self.attribute(objective, packed).detach()
+            return attr if packing is None else packing.unpack(attr)
 
     def completeness_baseline(self, inputs: Tensor) -> Tensor | None:
         """The baseline ``x'`` for which this method promises ``sum(attr) == F(x) - F(x')``, or ``None``.
@@ -198,9 +316,6 @@ class Explainer(abc.ABC):
     @abc.abstractmethod
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Compute attributions of ``objective`` (its model and targets) for ``inputs``."""
-
-    def _resolve_target(self, model: nn.Module, inputs: Tensor, target: TargetLike) -> Tensor:
-        return resolve_target(model, inputs, target, self.max_batch_size)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -220,26 +335,51 @@ def check_positive_int(name: str, value: object) -> None:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
 
 
-def resolve_target(model: nn.Module, inputs: Tensor, target: TargetLike, max_batch_size: int) -> Tensor:
-    """``target`` as a ``LongTensor[B]`` on the inputs' device (``None``: the predicted class), checked."""
-    batch = inputs.shape[0]
+def resolve_target(
+    model: nn.Module,
+    inputs: InputsLike,
+    target: TargetLike,
+    max_batch_size: int,
+    *,
+    task: str | Task | None = None,
+    extras: Extras | Mapping[str, Any] | None = None,
+) -> Tensor:
+    """``target`` as a ``LongTensor[B]`` on the inputs' device (``None``: the task's prediction), checked.
+
+    Args:
+        model: the model (run only when ``target`` is ``None``).
+        inputs: the batch (a tensor or a tuple of the model's positional inputs).
+        target: ``None``, an int or an integer tensor ``[B]``.
+        max_batch_size: the most samples per model call.
+        task: the head's task (``None``: the model adapter's, else multiclass).
+        extras: the forward keyword arguments.
+    """
+    values = as_tuple(inputs)
+    batch, device = values[0].shape[0], values[0].device
+    task = resolve_task(task, model)
     if target is None:
+        extras = extras if isinstance(extras, Extras) else Extras(extras, batch)
         with torch.no_grad():
-            logits = [model(inputs[rows]) for rows in row_chunks(batch, max_batch_size, inputs.device)]
-        check_logits(logits[0])
-        return torch.cat(logits).argmax(dim=1)
+            outputs = [
+                logits_of(model(*(x[rows] for x in values), **extras.take(rows)))
+                for rows in row_chunks(batch, max_batch_size, device)
+            ]
+        task.check(outputs[0], -1)
+        return task.predict(torch.cat(outputs))
     if isinstance(target, bool) or not isinstance(target, int | Tensor):
         raise ValueError(f"target must be None, an int or a LongTensor of shape [B]; got {type(target).__name__}")
     if isinstance(target, int):
-        target = torch.full((batch,), target, dtype=torch.long, device=inputs.device)
+        target = torch.full((batch,), target, dtype=torch.long, device=device)
     if target.dim() == 0:
         target = target.expand(batch)
+    if task.name == "binary" and target.is_floating_point() and bool(((target == 0) | (target == 1)).all()):
+        target = target.long()  # float 0/1 labels of a binary head are classes
     if target.shape != (batch,) or target.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(
             f"target must be an integer tensor of shape [{batch}] (one class per sample); "
             f"got dtype {target.dtype} and shape {list(target.shape)}"
         )
-    target = target.to(device=inputs.device, dtype=torch.long)
+    target = target.to(device=device, dtype=torch.long)
     if batch and int(target.min()) < 0:
         raise ValueError(f"target indices must be >= 0; got {int(target.min())}")
     return target
@@ -260,16 +400,9 @@ def broadcast_baseline(baseline: float | Tensor, inputs: Tensor) -> Tensor:
         ) from err
 
 
-def check_logits(out: object, target_max: int = -1) -> None:
-    """Raise a ValueError unless ``out`` is a ``[B, num_classes]`` tensor with more than ``target_max`` classes."""
-    if not isinstance(out, Tensor) or out.dim() != 2:
-        found = f"a tensor of shape {list(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"explainers need a model whose output is logits of shape [B, num_classes]; got {found}")
-    if target_max >= out.shape[1]:
-        raise ValueError(
-            f"target index {target_max} is out of range for a model with {out.shape[1]} outputs "
-            f"(valid: 0 to {out.shape[1] - 1})"
-        )
+def check_logits(out: object, target_max: int = -1, task: str | Task | None = None) -> None:
+    """Raise a ValueError unless ``out`` is what ``task`` (default multiclass) expects, with > target_max targets."""
+    get_task(task).check(out, target_max)
 
 
 def _check_inputs(inputs: object, integer_ok: bool = False) -> None:
@@ -280,5 +413,6 @@ def _check_inputs(inputs: object, integer_ok: bool = False) -> None:
     if not inputs.is_floating_point() and not integer_ok:
         raise ValueError(
             f"inputs must be floating point to be differentiated; got {inputs.dtype}. Integer inputs such as token "
-            "ids must be explained at an embedding layer instead: pass layer='<embedding module name>'"
+            "ids must be explained at an embedding layer instead: pass layer='auto' (the model's "
+            "get_input_embeddings()) or layer='<embedding module name>'"
         )

@@ -110,13 +110,13 @@ def perturbation_scores(
         def baseline(_perturbation: Tensor, sample: Tensor) -> Tensor:
             return fixed[sample]
 
-    scores = torch.empty(count * batch, device=inputs.device, dtype=inputs.dtype)
+    scores = []
     with torch.no_grad():
         for rows in row_chunks(count * batch, max_batch_size, inputs.device):
             perturbation, sample = rows // batch, rows % batch
             kept = keep(perturbation, sample)
-            scores[rows] = objective(torch.where(kept, inputs[sample], baseline(perturbation, sample)), sample)
-    return scores.view(count, batch)
+            scores.append(objective(torch.where(kept, inputs[sample], baseline(perturbation, sample)), sample))
+    return torch.cat(scores).view(count, batch)
 
 
 def coalition_scores(

@@ -12,10 +12,20 @@ __all__ = ["LayerCapture", "OutputAdapter", "capture_output", "find_module", "re
 
 
 class OutputAdapter(nn.Module):
-    """``model`` with its output passed through ``output_fn`` (e.g. ``lambda out: out["logits"]``).
+    """``model`` adapted at the edge: how it is called, what its output is, and what task its head solves.
 
-    For models whose forward returns a dict, a tuple or a dataclass rather than the logits the explainers need.
-    Layer names stay those of ``model`` (:func:`find_module` looks through the adapter).
+    For models whose forward returns something other than logits (a dict without ``"logits"``, a tuple), that is
+    called in another convention (``forward(self, batch)``), or whose head is not multiclass. Explainers and metrics
+    take the adapter's ``task`` when they are given none. Layer names stay those of ``model`` (:func:`find_module`
+    looks through the adapter).
+
+    Args:
+        model: the module.
+        output_fn: maps the model's output to what the task scores (e.g. ``lambda out: out["scores"]``).
+        forward_fn: ``forward_fn(model, inputs, extras) -> output`` calls the model instead of
+            ``model(*inputs, **extras)``; ``inputs`` is the tensor (or the tuple of several), ``extras`` the dict of
+            forward keyword arguments (already indexed with the rows being evaluated).
+        task: the head's task name or :class:`~lightning_xai.attribution.tasks.Task`.
 
     Example:
         >>> class Net(nn.Module):
@@ -29,14 +39,26 @@ class OutputAdapter(nn.Module):
         torch.Size([4, 3])
     """
 
-    def __init__(self, model: nn.Module, output_fn: Callable[[Any], Tensor]) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        output_fn: Callable[[Any], Tensor] | None = None,
+        forward_fn: Callable[[nn.Module, Any, dict[str, Any]], Any] | None = None,
+        task: Any = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.output_fn = output_fn
+        self.forward_fn = forward_fn
+        self.task = task
 
-    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
-        """The wrapped model's output, passed through ``output_fn``."""
-        return self.output_fn(self.model(*args, **kwargs))
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped model's output for these inputs, passed through ``output_fn``."""
+        if self.forward_fn is not None:
+            out = self.forward_fn(self.model, args[0] if len(args) == 1 else args, kwargs)
+        else:
+            out = self.model(*args, **kwargs)
+        return out if self.output_fn is None else self.output_fn(out)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -7,6 +7,7 @@ from torch import Tensor
 
 from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline
 from lightning_xai.attribution._coalitions import FeatureMask, coalition_scores, feature_groups, perturbation_scores
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["FeatureAblation", "Occlusion", "window_starts"]
 
@@ -26,6 +27,7 @@ class FeatureAblation(Explainer):
         baseline: the value of an ablated feature (a number or a tensor broadcastable to the inputs).
         max_features: the most features allowed without a mask.
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Linear(4, 1, bias=False)
@@ -41,8 +43,9 @@ class FeatureAblation(Explainer):
         baseline: float | Tensor = 0.0,
         max_features: int = 1024,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         self.feature_mask, self.baseline, self.max_features = feature_mask, baseline, max_features
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
@@ -84,6 +87,7 @@ class Occlusion(Explainer):
         stride: ``(sh, sw)`` between window positions, at most the window; default the window (no overlap).
         baseline: the occluding value (a number or a tensor broadcastable to the inputs).
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1))
@@ -97,8 +101,9 @@ class Occlusion(Explainer):
         stride: tuple[int, int] | None = None,
         baseline: float | Tensor = 0.0,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         window, stride = tuple(window), tuple(window if stride is None else stride)
         if len(window) != 2 or min(window) < 1 or len(stride) != 2 or min(stride) < 1:
             raise ValueError(f"window and stride must be pairs of positive ints; got window={window}, stride={stride}")

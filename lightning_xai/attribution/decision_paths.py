@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +19,9 @@ from lightning_xai.attribution._base import (
 )
 from lightning_xai.attribution._hygiene import gradient_scope
 from lightning_xai.attribution._layers import LayerCapture, capture_output, find_module
+from lightning_xai.attribution._model import Extras
 from lightning_xai.attribution.integrated_gradients import METHODS, Method, quadrature
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["DecisionPaths", "LayerConductance"]
 
@@ -49,6 +51,7 @@ class DecisionPaths:
         quadrature_method: the rule placing the points (Captum's default ``"gausslegendre"``).
         baseline: the path's start ``x'`` (a number or a tensor broadcastable to the inputs).
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
@@ -65,6 +68,7 @@ class DecisionPaths:
         quadrature_method: Method = "gausslegendre",
         baseline: float | Tensor = 0.0,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
         if not isinstance(layers, list | tuple) or not layers or not all(isinstance(n, str) and n for n in layers):
             raise ValueError(f"layers must be a non-empty list of module names; got {layers!r}")
@@ -78,22 +82,29 @@ class DecisionPaths:
         check_positive_int("max_batch_size", max_batch_size)
         self.layers, self.method, self.steps = list(layers), method, steps
         self.quadrature_method, self.baseline, self.max_batch_size = quadrature_method, baseline, max_batch_size
+        self.task = task
 
     @property
     def name(self) -> str:
         """The method's name, used in tags: ``xai/<name>/layer/<layer>``."""
         return self.method
 
-    def __call__(self, model: nn.Module, inputs: Tensor, target: TargetLike = None) -> dict[str, Tensor]:
-        """Attribute ``model``'s target score to the units of every layer, for each sample of ``inputs``."""
+    def __call__(
+        self, model: nn.Module, inputs: Tensor, target: TargetLike = None, **forward_kwargs: Any
+    ) -> dict[str, Tensor]:
+        """Attribute ``model``'s target score to the units of every layer, for each sample of ``inputs``.
+
+        ``forward_kwargs`` reach the model as for every explainer (row-aligned tensors indexed with the rows).
+        """
         if not isinstance(inputs, Tensor) or inputs.dim() < 2 or not inputs.is_floating_point():
             found = f"{inputs.dtype} of shape {list(inputs.shape)}" if isinstance(inputs, Tensor) else type(inputs)
             raise ValueError(f"DecisionPaths needs a floating-point batch [B, ...]; got {found}")
         modules = [find_module(model, name) for name in self.layers]
         with gradient_scope(inputs.device):
             inputs = inputs.detach().clone()
-            target = resolve_target(model, inputs, target, self.max_batch_size)
-            objective = Objective(model, target)
+            extras = Extras(forward_kwargs, inputs.shape[0]).detached()
+            target = resolve_target(model, inputs, target, self.max_batch_size, task=self.task, extras=extras)
+            objective = Objective(model, target, task=self.task, extras=extras, inputs=inputs)
             if self.method == "activation_x_gradient":
                 outputs, grads = _outputs_and_gradients(objective, inputs, None, modules, self.max_batch_size)
                 return {name: y * g for name, y, g in zip(self.layers, outputs, grads, strict=True)}
@@ -141,6 +152,7 @@ class LayerConductance(Explainer):
         method: the quadrature rule placing the points.
         baseline: the path's start ``x'``.
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
     """
 
     def __init__(
@@ -150,14 +162,15 @@ class LayerConductance(Explainer):
         method: Method = "gausslegendre",
         baseline: float | Tensor = 0.0,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         self.layer, self.steps, self.method, self.baseline = layer, steps, method, baseline
-        self._paths = DecisionPaths([layer], "conductance", steps, method, baseline, max_batch_size)
+        self._paths = DecisionPaths([layer], "conductance", steps, method, baseline, max_batch_size, task)
 
-    def __call__(self, model: nn.Module, inputs: Tensor, target: TargetLike = None) -> Tensor:
+    def __call__(self, model: nn.Module, inputs: Tensor, target: TargetLike = None, **forward_kwargs: Any) -> Tensor:
         """Conductance of every unit of the layer for each sample, shaped like the layer's output."""
-        return self._paths(model, inputs, target)[self.layer]
+        return self._paths(model, inputs, target, **forward_kwargs)[self.layer]
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Conductance for an already-resolved objective."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lightning_xai.attribution._base import Explainer, Objective
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["InputXGradient", "Saliency"]
 
@@ -20,6 +21,7 @@ class Saliency(Explainer):
         layer: attribute to this layer's output instead of the inputs (e.g. ``"embedding"`` for token ids);
             the result is shaped like that output. Captum: ``LayerGradientXActivation``'s gradient part.
         max_batch_size: the most samples forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> import torch
@@ -32,8 +34,10 @@ class Saliency(Explainer):
 
     layer_targets = True
 
-    def __init__(self, abs: bool = True, layer: str | None = None, max_batch_size: int = 128) -> None:
-        super().__init__(max_batch_size)
+    def __init__(
+        self, abs: bool = True, layer: str | None = None, max_batch_size: int = 128, task: TaskLike = None
+    ) -> None:
+        super().__init__(max_batch_size, task)
         self.abs = abs
         self.layer = layer
         self.signed = not abs
@@ -55,6 +59,7 @@ class InputXGradient(Explainer):
         layer: attribute to this layer's output instead of the inputs: activation × gradient, as Captum's
             ``LayerGradientXActivation``; the result is shaped like that output.
         max_batch_size: the most samples forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> import torch
@@ -67,8 +72,8 @@ class InputXGradient(Explainer):
 
     layer_targets = True
 
-    def __init__(self, layer: str | None = None, max_batch_size: int = 128) -> None:
-        super().__init__(max_batch_size)
+    def __init__(self, layer: str | None = None, max_batch_size: int = 128, task: TaskLike = None) -> None:
+        super().__init__(max_batch_size, task)
         self.layer = layer
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:

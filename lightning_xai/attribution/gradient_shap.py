@@ -7,6 +7,7 @@ from torch import Tensor
 
 from lightning_xai.attribution._base import Explainer, Objective
 from lightning_xai.attribution._sampling import check_sampling_args, draw_groups, private_generator, relative_noise_std
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["GradientShap"]
 
@@ -32,6 +33,7 @@ class GradientShap(Explainer):
         noise: standard deviation of Gaussian noise added to the input, as a fraction of its range (0: none).
         seed: seed of the private generator.
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Linear(3, 1, bias=False)
@@ -48,8 +50,9 @@ class GradientShap(Explainer):
         noise: float = 0.0,
         seed: int = 0,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         check_sampling_args(samples, noise, seed)
         if isinstance(baselines, bool) or not isinstance(baselines, float | int | Tensor):
             raise ValueError(

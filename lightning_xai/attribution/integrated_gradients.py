@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline, row_chunks
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["IntegratedGradients", "quadrature"]
 
@@ -77,6 +78,7 @@ class IntegratedGradients(Explainer):
             value at the input (Captum's ``LayerIntegratedGradients``; e.g. ``"embedding"`` for token ids, with
             ``baseline`` the token id of the reference). The result is shaped like that output.
         max_batch_size: the most interpolated rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Sigmoid())
@@ -93,8 +95,9 @@ class IntegratedGradients(Explainer):
         baseline: float | Tensor = 0.0,
         layer: str | None = None,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         self._alphas, self._weights = quadrature(method, steps)
         if not isinstance(baseline, float | int | Tensor) or isinstance(baseline, bool):
             raise ValueError(f"baseline must be a number or a tensor; got {type(baseline).__name__}")

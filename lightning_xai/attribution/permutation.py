@@ -8,6 +8,7 @@ from torch import Tensor
 from lightning_xai.attribution._base import Explainer, Objective, check_positive_int
 from lightning_xai.attribution._coalitions import FeatureMask, feature_groups, perturbation_scores
 from lightning_xai.attribution._sampling import private_generator
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["PermutationImportance"]
 
@@ -32,6 +33,7 @@ class PermutationImportance(Explainer):
         seed: seed of the private generator.
         max_features: the most features allowed without a mask.
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Linear(2, 1, bias=False)
@@ -49,8 +51,9 @@ class PermutationImportance(Explainer):
         seed: int = 0,
         max_features: int = 1024,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         check_positive_int("repeats", repeats)
         self.feature_mask, self.repeats, self.seed, self.max_features = feature_mask, repeats, seed, max_features
 

@@ -53,7 +53,7 @@ def get(name: str, **kwargs: Any) -> Explainer:
 
     Example:
         >>> get("integrated_gradients", steps=32)
-        IntegratedGradients(max_batch_size=128, steps=32, method='gausslegendre', baseline=0.0, layer=None)
+        IntegratedGradients(max_batch_size=128, task=None, steps=32, method='gausslegendre', baseline=0.0, layer=None)
     """
     try:
         cls = EXPLAINERS[name]

@@ -10,6 +10,7 @@ from torch import Tensor
 from lightning_xai.attribution._base import Explainer, Objective
 from lightning_xai.attribution._sampling import check_sampling_args, draw_groups, private_generator, relative_noise_std
 from lightning_xai.attribution.gradient import Saliency
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["SmoothGrad"]
 
@@ -39,6 +40,7 @@ class SmoothGrad(Explainer):
         variant: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"``.
         seed: seed of the private generator.
         max_batch_size: the most noisy rows handed to ``base`` at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Linear(3, 2)
@@ -56,14 +58,20 @@ class SmoothGrad(Explainer):
         variant: Variant = "smoothgrad",
         seed: int = 0,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         check_sampling_args(samples, noise, seed)
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {list(VARIANTS)}; got {variant!r}")
         base = Saliency(abs=False) if base is None else base
         if not isinstance(base, Explainer):
             raise ValueError(f"base must be an Explainer such as Saliency(abs=False); got {type(base).__name__}")
+        if base.layer_targets and base.layer is not None:
+            raise ValueError(
+                f"SmoothGrad adds noise to the inputs, so its base must attribute to the inputs; got {base!r} with "
+                f"layer={base.layer!r}"
+            )
         self.base = base
         self.samples = samples
         self.noise = noise
@@ -84,7 +92,8 @@ class SmoothGrad(Explainer):
                     for _ in group
                 ]
             )
-            attr = self.base(objective.model, noisy, objective.target.repeat(len(group)))
+            rows = torch.arange(inputs.shape[0], device=inputs.device).repeat(len(group))
+            attr = self.base.attribute(objective.repeated(rows), noisy)
             attr = attr.view(len(group), inputs.shape[0], *attr.shape[1:])
             total = attr.sum(0) if total is None else total + attr.sum(0)
             if self.variant != "smoothgrad":

@@ -15,6 +15,7 @@ from torch import Tensor
 from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline
 from lightning_xai.attribution._coalitions import FeatureMask, coalition_scores, feature_groups
 from lightning_xai.attribution._sampling import check_sampling_args, private_generator
+from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["KernelShap", "Lime", "shapley_kernel_coalitions"]
 
@@ -74,6 +75,7 @@ class KernelShap(Explainer):
         seed: seed of the private generator.
         max_features: the most features allowed without a mask.
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Linear(4, 2)
@@ -91,8 +93,9 @@ class KernelShap(Explainer):
         seed: int = 0,
         max_features: int = 1024,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         check_sampling_args(samples, 0.0, seed)
         self.samples, self.feature_mask, self.baseline = samples, feature_mask, baseline
         self.seed, self.max_features = seed, max_features
@@ -144,6 +147,7 @@ class Lime(Explainer):
         seed: seed of the private generator.
         max_features: the most features allowed without a mask.
         max_batch_size: the most rows forwarded at once.
+        task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
         >>> model = torch.nn.Linear(3, 1)
@@ -163,8 +167,9 @@ class Lime(Explainer):
         seed: int = 0,
         max_features: int = 1024,
         max_batch_size: int = 128,
+        task: TaskLike = None,
     ) -> None:
-        super().__init__(max_batch_size)
+        super().__init__(max_batch_size, task)
         check_sampling_args(samples, 0.0, seed)
         if kernel_width <= 0 or alpha < 0:
             raise ValueError(f"kernel_width must be > 0 and alpha >= 0; got kernel_width={kernel_width}, alpha={alpha}")

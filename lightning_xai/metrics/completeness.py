@@ -24,7 +24,7 @@ class CompletenessError(Metric):
     Example:
         >>> model = torch.nn.Linear(2, 1)
         >>> with torch.no_grad():
-        ...     _ = model.weight.copy_(torch.tensor([[0.5, -1.0]]))
+        ...     _ = model.weight.copy_(torch.tensor([[0.5, -1.0]])), model.bias.fill_(0.25)
         >>> x = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
         >>> metric = CompletenessError()
         >>> metric.update(model, x, x * model.weight.detach(), torch.tensor([0, 0]))

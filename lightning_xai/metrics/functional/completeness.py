@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution._base import Objective, broadcast_baseline
+from lightning_xai.attribution.tasks import Task
 
 __all__ = ["completeness_error"]
 
@@ -17,6 +21,9 @@ def completeness_error(
     target: Tensor,
     baseline: float | Tensor = 0.0,
     max_batch_size: int = 128,
+    *,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Per-sample violation of the completeness axiom: ``|sum(attr) - (F(x)_t - F(x')_t)|``.
 
@@ -34,6 +41,8 @@ def completeness_error(
         baseline: the baseline the attributions were computed against (a number or a tensor broadcastable to
             ``inputs``).
         max_batch_size: the most samples forwarded at once.
+        task: the head's task (``None``: the model adapter's, else multiclass).
+        forward_kwargs: extra forward arguments (row-aligned tensors such as ``attention_mask`` follow the rows).
 
     Returns:
         ``Tensor[B]``, in the units of the model's output.
@@ -58,7 +67,7 @@ def completeness_error(
         )
     with torch.no_grad():
         reference = broadcast_baseline(baseline, inputs)
-        objective = Objective(model, target)
+        objective = Objective(model, target, task=task, extras=forward_kwargs, inputs=inputs)
         gap = objective.chunked_scores(inputs, max_batch_size) - objective.chunked_scores(reference, max_batch_size)
         total = attributions.reshape(attributions.shape[0], -1).sum(dim=1)
         return (total - gap).abs()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -10,6 +13,7 @@ from lightning_xai.attribution._base import Objective, broadcast_baseline, check
 from lightning_xai.attribution._coalitions import perturbation_scores
 from lightning_xai.attribution._hygiene import gradient_scope
 from lightning_xai.attribution._sampling import private_generator, relative_noise_std
+from lightning_xai.attribution.tasks import Task
 from lightning_xai.metrics.functional._utils import pearson, per_position, ranks
 
 __all__ = [
@@ -58,8 +62,15 @@ def _curve(
     target: Tensor,
     steps: int,
     max_batch_size: int,
+    task: str | Task | None,
+    forward_kwargs: Mapping[str, Any] | None,
+    inputs: Tensor,
 ) -> Tensor:
-    """Target probability as the most relevant positions go from ``start`` to ``end``, ``[B, steps + 1]``."""
+    """Target probability as the most relevant positions go from ``start`` to ``end``, ``[B, steps + 1]``.
+
+    For tasks whose probability is unbounded (regression) each curve is rescaled so that the explained input
+    scores 1 and the fully perturbed one 0 (NaN where both score the same: the curve says nothing).
+    """
     check_positive_int("steps", steps)
     relevance = per_position(attributions, start.dim())
     positions = relevance.shape[1]
@@ -76,9 +87,14 @@ def _curve(
         return (rank[sample] >= counts[step][:, None]).view(-1, *shape)
 
     with gradient_scope(start.device):
-        objective = Objective(model, target, softmax=True)
-        scores = perturbation_scores(objective, start, end, keep, steps + 1, max_batch_size)
-    return scores.T.double()
+        objective = Objective(model, target, True, task=task, extras=forward_kwargs, inputs=inputs)
+        curve = perturbation_scores(objective, start, end, keep, steps + 1, max_batch_size).T.double()
+    if objective.task.bounded:
+        return curve
+    full = curve[:, :1] if inputs is start else curve[:, -1:]
+    empty = curve[:, -1:] if inputs is start else curve[:, :1]
+    span = full - empty
+    return torch.where(span != 0, (curve - empty) / span, torch.full_like(curve, float("nan")))
 
 
 def curve_auc(curve: Tensor) -> Tensor:
@@ -94,9 +110,16 @@ def deletion_curve(
     steps: int = 32,
     baseline: float | Tensor = 0.0,
     max_batch_size: int = 128,
+    *,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
-    """Target probability as the most relevant positions are replaced by ``baseline``, ``[B, steps + 1]``."""
-    return _curve(model, inputs, broadcast_baseline(baseline, inputs), attributions, target, steps, max_batch_size)
+    """Target probability as the most relevant positions are replaced by ``baseline``, ``[B, steps + 1]``.
+
+    Token ids ``[B, T]`` are deleted by replacing them with the token id ``baseline`` (e.g. the pad or mask id).
+    """
+    end = broadcast_baseline(baseline, inputs)
+    return _curve(model, inputs, end, attributions, target, steps, max_batch_size, task, forward_kwargs, inputs)
 
 
 def insertion_curve(
@@ -107,13 +130,20 @@ def insertion_curve(
     steps: int = 32,
     blur_sigma: float = 5.0,
     max_batch_size: int = 128,
+    *,
+    baseline: float | Tensor = 0.0,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Target probability as the most relevant positions are restored into a blurred copy, ``[B, steps + 1]``.
 
-    Non-image inputs have no blur: they start from zeros.
+    Non-image inputs have no blur: they start from ``baseline`` (zeros; for token ids the token id ``baseline``).
     """
-    start = gaussian_blur(inputs, blur_sigma) if inputs.dim() == 4 else torch.zeros_like(inputs)
-    return _curve(model, start, inputs, attributions, target, steps, max_batch_size)
+    if inputs.dim() == 4 and inputs.is_floating_point():
+        start = gaussian_blur(inputs, blur_sigma)
+    else:
+        start = broadcast_baseline(baseline, inputs).clone()
+    return _curve(model, start, inputs, attributions, target, steps, max_batch_size, task, forward_kwargs, inputs)
 
 
 def deletion_auc(
@@ -124,6 +154,9 @@ def deletion_auc(
     steps: int = 32,
     baseline: float | Tensor = 0.0,
     max_batch_size: int = 128,
+    *,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Area under the deletion curve, normalised to [0, 1] (lower: more faithful).
 
@@ -139,7 +172,10 @@ def deletion_auc(
         >>> deletion_auc(model, x, x, torch.zeros(3, dtype=torch.long), steps=4).shape
         torch.Size([3])
     """
-    return curve_auc(deletion_curve(model, inputs, attributions, target, steps, baseline, max_batch_size))
+    curve = deletion_curve(
+        model, inputs, attributions, target, steps, baseline, max_batch_size, task=task, forward_kwargs=forward_kwargs
+    )
+    return curve_auc(curve)
 
 
 def insertion_auc(
@@ -150,13 +186,19 @@ def insertion_auc(
     steps: int = 32,
     blur_sigma: float = 5.0,
     max_batch_size: int = 128,
+    *,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Area under the insertion curve, normalised to [0, 1] (higher: more faithful).
 
     Petsiuk et al. 2018 (RISE): the most relevant positions are restored, in ``steps`` equal chunks, into a
     Gaussian-blurred copy of the input (``blur_sigma``; RISE uses sigma 5 with an 11-pixel kernel).
     """
-    return curve_auc(insertion_curve(model, inputs, attributions, target, steps, blur_sigma, max_batch_size))
+    curve = insertion_curve(
+        model, inputs, attributions, target, steps, blur_sigma, max_batch_size, task=task, forward_kwargs=forward_kwargs
+    )
+    return curve_auc(curve)
 
 
 def faithfulness_correlation(
@@ -169,6 +211,9 @@ def faithfulness_correlation(
     baseline: float | Tensor = 0.0,
     seed: int = 0,
     max_batch_size: int = 128,
+    *,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Pearson correlation, over random subsets, between their summed relevance and the output drop they cause.
 
@@ -201,7 +246,7 @@ def faithfulness_correlation(
         return ~chosen[run, sample].view(-1, *shape)
 
     with gradient_scope(inputs.device):
-        objective = Objective(model, target)
+        objective = Objective(model, target, task=task, extras=forward_kwargs, inputs=inputs)
         full = objective.chunked_scores(inputs, max_batch_size)
         perturbed = perturbation_scores(
             objective, inputs, broadcast_baseline(baseline, inputs), keep, runs, max_batch_size
@@ -221,6 +266,9 @@ def infidelity(
     normalize: bool = False,
     seed: int = 0,
     max_batch_size: int = 128,
+    *,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Expected squared error between ``I . a`` and the output change ``F(x) - F(x - I)`` (lower is better).
 
@@ -239,7 +287,17 @@ def infidelity(
             for _ in range(samples)
         ]
     )
-    return infidelity_from_perturbations(model, inputs, attributions, target, perturbations, normalize, max_batch_size)
+    return infidelity_from_perturbations(
+        model,
+        inputs,
+        attributions,
+        target,
+        perturbations,
+        normalize,
+        max_batch_size,
+        task=task,
+        forward_kwargs=forward_kwargs,
+    )
 
 
 def infidelity_from_perturbations(
@@ -250,11 +308,14 @@ def infidelity_from_perturbations(
     perturbations: Tensor,
     normalize: bool = False,
     max_batch_size: int = 128,
+    *,
+    task: str | Task | None = None,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """:func:`infidelity` for given perturbations ``[S, B, ...]`` (the model sees ``inputs - perturbations``)."""
     samples, batch = perturbations.shape[:2]
     with gradient_scope(inputs.device):
-        objective = Objective(model, target)
+        objective = Objective(model, target, task=task, extras=forward_kwargs, inputs=inputs)
         full = objective.chunked_scores(inputs, max_batch_size)
         perturbed_inputs = (inputs[None] - perturbations).flatten(0, 1)
         with torch.no_grad():
