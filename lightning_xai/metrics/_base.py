@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,10 @@ class ExplanationBatch:
     attributions: Tensor
     target: Tensor
     masks: Tensor | None = None
+    #: Forward keyword arguments of the explained batch (``attention_mask``, ...), row-aligned where batch-sized.
+    forward_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: The head's task (``None``: the model adapter's, else multiclass).
+    task: Any = None
 
 
 class AttributionMetric(Metric, abc.ABC):

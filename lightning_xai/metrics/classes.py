@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
 from lightning_xai.attribution import Explainer
+from lightning_xai.attribution.tasks import TaskLike
 from lightning_xai.metrics import functional as F
 from lightning_xai.metrics._base import AttributionMetric, ExplanationBatch
 from lightning_xai.metrics.functional.faithfulness import curve_auc
@@ -35,35 +36,98 @@ class DeletionAUC(AttributionMetric):
         super().__init__(**kwargs)
         self.steps, self.baseline, self.max_batch_size = steps, baseline, max_batch_size
 
-    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+    def update(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        attributions: Tensor,
+        target: Tensor,
+        *,
+        task: TaskLike = None,
+        forward_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         """Add one batch; its mean deletion curve is kept in ``last_curve`` for plotting."""
-        curve = F.deletion_curve(model, inputs, attributions, target, self.steps, self.baseline, self.max_batch_size)
+        curve = F.deletion_curve(
+            model,
+            inputs,
+            attributions,
+            target,
+            self.steps,
+            self.baseline,
+            self.max_batch_size,
+            task=task,
+            forward_kwargs=forward_kwargs,
+        )
         self.last_curve = curve.mean(dim=0)
         self._accumulate(curve_auc(curve))
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""
-        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+        self.update(
+            batch.model,
+            batch.inputs,
+            batch.attributions,
+            batch.target,
+            task=batch.task,
+            forward_kwargs=batch.forward_kwargs,
+        )
 
 
 class InsertionAUC(AttributionMetric):
-    """Mean :func:`~lightning_xai.metrics.functional.insertion_auc` (higher is better)."""
+    """Mean :func:`~lightning_xai.metrics.functional.insertion_auc` (higher is better).
+
+    Images start from a blurred copy; other inputs from ``baseline`` (for token ids, a token id such as the pad id).
+    """
 
     name, higher_is_better = "insertion_auc", True
 
-    def __init__(self, steps: int = 32, blur_sigma: float = 5.0, max_batch_size: int = 128, **kwargs: object) -> None:
+    def __init__(
+        self,
+        steps: int = 32,
+        blur_sigma: float = 5.0,
+        max_batch_size: int = 128,
+        baseline: float = 0.0,
+        **kwargs: object,
+    ) -> None:
         super().__init__(**kwargs)
-        self.steps, self.blur_sigma, self.max_batch_size = steps, blur_sigma, max_batch_size
+        self.steps, self.blur_sigma, self.max_batch_size, self.baseline = steps, blur_sigma, max_batch_size, baseline
 
-    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+    def update(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        attributions: Tensor,
+        target: Tensor,
+        *,
+        task: TaskLike = None,
+        forward_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         """Add one batch; its mean insertion curve is kept in ``last_curve`` for plotting."""
-        curve = F.insertion_curve(model, inputs, attributions, target, self.steps, self.blur_sigma, self.max_batch_size)
+        curve = F.insertion_curve(
+            model,
+            inputs,
+            attributions,
+            target,
+            self.steps,
+            self.blur_sigma,
+            self.max_batch_size,
+            baseline=self.baseline,
+            task=task,
+            forward_kwargs=forward_kwargs,
+        )
         self.last_curve = curve.mean(dim=0)
         self._accumulate(curve_auc(curve))
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""
-        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+        self.update(
+            batch.model,
+            batch.inputs,
+            batch.attributions,
+            batch.target,
+            task=batch.task,
+            forward_kwargs=batch.forward_kwargs,
+        )
 
 
 class FaithfulnessCorrelation(AttributionMetric):
@@ -84,7 +148,16 @@ class FaithfulnessCorrelation(AttributionMetric):
         self.runs, self.subset_size, self.baseline = runs, subset_size, baseline
         self.seed, self.max_batch_size = seed, max_batch_size
 
-    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+    def update(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        attributions: Tensor,
+        target: Tensor,
+        *,
+        task: TaskLike = None,
+        forward_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         """Add one batch."""
         self._accumulate(
             F.faithfulness_correlation(
@@ -97,12 +170,21 @@ class FaithfulnessCorrelation(AttributionMetric):
                 self.baseline,
                 self.seed,
                 self.max_batch_size,
+                task=task,
+                forward_kwargs=forward_kwargs,
             )
         )
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""
-        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+        self.update(
+            batch.model,
+            batch.inputs,
+            batch.attributions,
+            batch.target,
+            task=batch.task,
+            forward_kwargs=batch.forward_kwargs,
+        )
 
 
 class Infidelity(AttributionMetric):
@@ -123,7 +205,16 @@ class Infidelity(AttributionMetric):
         self.samples, self.noise, self.normalize = samples, noise, normalize
         self.seed, self.max_batch_size = seed, max_batch_size
 
-    def update(self, model: nn.Module, inputs: Tensor, attributions: Tensor, target: Tensor) -> None:
+    def update(
+        self,
+        model: nn.Module,
+        inputs: Tensor,
+        attributions: Tensor,
+        target: Tensor,
+        *,
+        task: TaskLike = None,
+        forward_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         """Add one batch."""
         self._accumulate(
             F.infidelity(
@@ -136,12 +227,21 @@ class Infidelity(AttributionMetric):
                 self.normalize,
                 self.seed,
                 self.max_batch_size,
+                task=task,
+                forward_kwargs=forward_kwargs,
             )
         )
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""
-        self.update(batch.model, batch.inputs, batch.attributions, batch.target)
+        self.update(
+            batch.model,
+            batch.inputs,
+            batch.attributions,
+            batch.target,
+            task=batch.task,
+            forward_kwargs=batch.forward_kwargs,
+        )
 
 
 class MaxSensitivity(AttributionMetric):
@@ -162,6 +262,8 @@ class MaxSensitivity(AttributionMetric):
         inputs: Tensor,
         target: Tensor,
         attributions: Tensor | None = None,
+        *,
+        forward_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Add one batch."""
         self._accumulate(
@@ -175,12 +277,20 @@ class MaxSensitivity(AttributionMetric):
                 self.radius,
                 self.seed,
                 self.max_batch_size,
+                forward_kwargs=forward_kwargs,
             )
         )
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""
-        self.update(batch.model, batch.explainer, batch.inputs, batch.target, batch.attributions)
+        self.update(
+            batch.model,
+            batch.explainer,
+            batch.inputs,
+            batch.target,
+            batch.attributions,
+            forward_kwargs=batch.forward_kwargs,
+        )
 
 
 class RandomizationSimilarity(AttributionMetric):
@@ -204,17 +314,34 @@ class RandomizationSimilarity(AttributionMetric):
         inputs: Tensor,
         target: Tensor,
         attributions: Tensor | None = None,
+        *,
+        forward_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Add one batch."""
         self._accumulate(
             F.randomization_similarity(
-                model, explainer, inputs, target, attributions, self.reduction, self.abs, self.seed
+                model,
+                explainer,
+                inputs,
+                target,
+                attributions,
+                self.reduction,
+                self.abs,
+                self.seed,
+                forward_kwargs=forward_kwargs,
             )
         )
 
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch."""
-        self.update(batch.model, batch.explainer, batch.inputs, batch.target, batch.attributions)
+        self.update(
+            batch.model,
+            batch.explainer,
+            batch.inputs,
+            batch.target,
+            batch.attributions,
+            forward_kwargs=batch.forward_kwargs,
+        )
 
 
 class Sparseness(AttributionMetric):

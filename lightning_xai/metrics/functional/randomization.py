@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -24,6 +25,8 @@ def randomization_similarity(
     reduction: Literal["mean", "last"] = "mean",
     abs: bool = True,
     seed: int = 0,
+    *,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Rank correlation between explanations of the model and of progressively randomised copies of it.
 
@@ -37,7 +40,8 @@ def randomization_similarity(
     """
     if reduction not in ("mean", "last"):
         raise ValueError(f"reduction must be 'mean' or 'last'; got {reduction!r}")
-    original = explainer(model, inputs, target) if attributions is None else attributions
+    kwargs = dict(forward_kwargs or {})
+    original = explainer(model, inputs, target, **kwargs) if attributions is None else attributions
     copy_ = copy.deepcopy(model)
     layers = [module for module in copy_.modules() if any(True for _ in module.parameters(recurse=False))]
     if not layers:
@@ -50,7 +54,7 @@ def randomization_similarity(
                 scale = param.std() if param.numel() > 1 else param.abs()
                 noise = torch.randn(param.shape, generator=generator, device=param.device, dtype=param.dtype)
                 param.copy_(noise * scale.clamp(min=1e-3))
-        randomized = explainer(copy_, inputs, target)
+        randomized = explainer(copy_, inputs, target, **kwargs)
         a, b = (original.abs(), randomized.abs()) if abs else (original, randomized)
         scores.append(rank_correlation(a, b))
     stacked = torch.stack(scores)

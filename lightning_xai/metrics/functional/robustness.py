@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution._base import Explainer
+from lightning_xai.attribution._model import Extras
 from lightning_xai.attribution._sampling import draw_groups, private_generator, relative_noise_std
 from lightning_xai.metrics.functional._utils import flat
 
@@ -22,6 +26,8 @@ def max_sensitivity(
     radius: float = 0.05,
     seed: int = 0,
     max_batch_size: int = 128,
+    *,
+    forward_kwargs: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Largest relative change of the explanation under small uniform input noise (lower: more robust).
 
@@ -41,8 +47,10 @@ def max_sensitivity(
         radius: half-width of the uniform noise, as a fraction of each sample's input range.
         seed: seed of the private generator.
         max_batch_size: the most perturbed rows explained at once.
+        forward_kwargs: extra forward arguments; row-aligned tensors are repeated with the perturbed copies.
     """
-    base = explainer(model, inputs, target) if attributions is None else attributions
+    extras = Extras(forward_kwargs, inputs.shape[0])
+    base = explainer(model, inputs, target, **extras.kwargs) if attributions is None else attributions
     generator = private_generator(seed, inputs.device)
     half_width = relative_noise_std(inputs, radius)
     batch = inputs.shape[0]
@@ -55,7 +63,8 @@ def max_sensitivity(
                 for _ in group
             ]
         )
-        moved = explainer(model, noisy, target.repeat(len(group))).view(len(group), *base.shape)
+        rows = torch.arange(batch, device=inputs.device).repeat(len(group))
+        moved = explainer(model, noisy, target[rows], **extras.take(rows)).view(len(group), *base.shape)
         change = (moved - base[None]).flatten(2).double().norm(dim=2) / base_norm
         worst = torch.maximum(worst, change.amax(dim=0))
     return worst
