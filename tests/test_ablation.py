@@ -83,5 +83,5 @@ def test_occlusion_arguments(images):
         Occlusion(window=(0, 2))
     with pytest.raises(ValueError, match=r"window \(9, 2\) does not fit inputs of spatial size \(8, 10\)"):
         Occlusion(window=(9, 2))(cnn(), images, 0)
-    with pytest.raises(ValueError, match=r"Occlusion needs image inputs \[B, C, H, W\]; got shape \[2, 6\]"):
+    with pytest.raises(ValueError, match=r"inputs of shape \[2, 6\] slides a \(k,\) window over their positions"):
         Occlusion()(nn.Linear(6, 2), torch.zeros(2, 6), 0)

@@ -106,12 +106,12 @@ def test_feature_masks_are_checked(images):
     with pytest.raises(ValueError, match=r"KernelShap without a feature_mask treats each of the 64 input elements"):
         feature_groups(None, images, max_features=32, method="KernelShap")
     with pytest.raises(
-        ValueError, match=r"feature_mask of shape \[3\] does not broadcast to a sample of shape \[1, 8, 8\]"
+        ValueError, match=r"feature_mask of shape \[3\] fits neither a sample of shape \[1, 8, 8\]"
     ):
         feature_groups(torch.zeros(3, dtype=torch.long), images, 1024, "Lime")
     with pytest.raises(ValueError, match=r"an int feature_mask builds an image grid and needs inputs \[B, C, H, W\]"):
         feature_groups(2, torch.zeros(2, 5), 1024, "Lime")
     groups, count = feature_groups(torch.tensor([7, 7, 3, 9]), torch.zeros(2, 4), 1024, "Lime")
-    assert groups.tolist() == [1, 1, 0, 2] and count == 3
+    assert groups.tolist() == [[1, 1, 0, 2], [1, 1, 0, 2]] and count == 3
     with pytest.raises(ValueError, match="kernel_width must be > 0"):
         Lime(kernel_width=0)

@@ -12,7 +12,15 @@ from torch import Tensor, nn
 
 from lightning_xai.attribution._hygiene import gradient_scope
 from lightning_xai.attribution._layers import capture_output, find_module, replace_output
-from lightning_xai.attribution._model import Extras, InputsLike, Packing, as_tuple, find_input_embeddings, logits_of
+from lightning_xai.attribution._model import (
+    Extras,
+    InputsLike,
+    Packing,
+    TokenBaseline,
+    as_tuple,
+    find_input_embeddings,
+    logits_of,
+)
 from lightning_xai.attribution.tasks import Task, get_task
 
 __all__ = [
@@ -196,7 +204,10 @@ class LayerObjective(Objective):
         """The layer's output at the baseline *input* (e.g. token id 0), as Captum's ``LayerIntegratedGradients``."""
         if isinstance(baseline, Tensor) and baseline.shape == inputs.shape:
             return baseline
-        references = tuple(broadcast_baseline(baseline, x) for x in self.inputs)
+        if isinstance(baseline, TokenBaseline):
+            references = tuple(baseline.build(x) for x in self.inputs)
+        else:
+            references = tuple(broadcast_baseline(baseline, x) for x in self.inputs)
         return layer_output(self.model, self.module, references, self.extras)
 
     def repeated(self, rows: Tensor) -> Objective:

@@ -13,8 +13,17 @@ import torch
 from torch import Tensor
 
 from lightning_xai.attribution._base import Objective, row_chunks
+from lightning_xai.attribution._model import Packing
 
-__all__ = ["FeatureMask", "coalition_scores", "feature_groups", "grid_mask", "perturbation_scores"]
+__all__ = [
+    "FeatureMask",
+    "attribution_dtype",
+    "coalition_scores",
+    "feature_groups",
+    "grid_mask",
+    "perturbation_scores",
+    "spread",
+]
 
 FeatureMask = Tensor | int | tuple[int, int] | None
 
@@ -36,23 +45,37 @@ def grid_mask(height: int, width: int, cell: int | tuple[int, int]) -> Tensor:
     return (rows[:, None] * cols + torch.arange(width)[None, :] // cell_w).unsqueeze(0)
 
 
-def feature_groups(feature_mask: FeatureMask, inputs: Tensor, max_features: int, method: str) -> tuple[Tensor, int]:
-    """Resolve a feature mask for ``inputs`` into group ids ``0..G-1`` shaped like one sample, and ``G``.
+def feature_groups(
+    feature_mask: FeatureMask | tuple[Tensor, ...],
+    inputs: Tensor,
+    max_features: int,
+    method: str,
+    packing: Packing | None = None,
+) -> tuple[Tensor, int]:
+    """Resolve a feature mask into group ids ``0..G-1`` per sample, ``LongTensor[B, N]`` (``N`` elements), and ``G``.
+
+    Masks come in Captum's shapes: broadcastable to one sample (``[C, H, W]``, ``[1, H, W]``, ``[F]``), or with a
+    leading batch dimension of 1 or ``B`` (``[1, C, H, W]``, ``[B, 1, H, W]``: e.g. a different superpixel
+    segmentation per image). With per-sample masks the ids are relabelled jointly over the batch, so ``G`` is the
+    number of distinct ids in the whole batch and every coalition is shared by all samples: a sample with fewer
+    groups sees the ids it lacks as no-ops (those rows leave it unchanged; its attributions are unaffected).
 
     Args:
-        feature_mask: an integer tensor broadcastable to one sample (any distinct values are groups); an int or
-            ``(h, w)`` builds a :func:`grid_mask` of that cell size for image inputs ``[B, C, H, W]`` (all
-            channels of a cell together); ``None`` makes every element its own feature.
-        inputs: the batch to explain.
+        feature_mask: an integer tensor as above (any distinct values are groups); an int or ``(h, w)`` builds a
+            :func:`grid_mask` of that cell size for image inputs ``[B, C, H, W]`` (all channels of a cell
+            together); ``None`` makes every element its own feature. With tuple inputs (``packing``), a tuple of
+            masks, one per input; equal ids in different inputs are one feature (Captum's convention).
+        inputs: the batch to explain (packed ``[B, N]`` when ``packing`` is given).
         max_features: the most groups allowed without a mask.
         method: the explainer's name, for messages.
+        packing: how tuple inputs were packed, or ``None``.
 
     Raises:
         ValueError: for a mask that does not fit the inputs, or too many features without one.
     """
-    sample_shape = inputs.shape[1:]
+    batch = inputs.shape[0]
     if feature_mask is None:
-        count = sample_shape.numel()
+        count = inputs[0].numel()
         if count > max_features:
             hint = " such as grid_mask(H, W, 4)" if inputs.dim() == 4 else ""
             raise ValueError(
@@ -60,7 +83,21 @@ def feature_groups(feature_mask: FeatureMask, inputs: Tensor, max_features: int,
                 f"evaluation each per sample (more than max_features={max_features}); pass feature_mask{hint} (an "
                 "int builds a grid of that cell size) or raise max_features"
             )
-        return torch.arange(count, device=inputs.device).view(sample_shape), count
+        return torch.arange(count, device=inputs.device).expand(batch, count), count
+    if packing is not None:
+        parts = packing.unpack(inputs)
+        masks = feature_mask if isinstance(feature_mask, tuple | list) else (feature_mask,) * len(parts)
+        if len(masks) != len(parts):
+            raise ValueError(f"{method}: feature_mask is a tuple of {len(masks)} masks for {len(parts)} inputs")
+        flat = torch.cat([_batch_mask(m, x, method).flatten(1) for m, x in zip(masks, parts, strict=True)], dim=1)
+    else:
+        flat = _batch_mask(feature_mask, inputs, method).flatten(1)
+    values, ids = torch.unique(flat, return_inverse=True)
+    return ids.view(batch, -1), values.numel()
+
+
+def _batch_mask(feature_mask: object, inputs: Tensor, method: str) -> Tensor:
+    """The mask broadcast to ``[B, *sample_shape]`` (from a sample-shaped, ``[1, ...]`` or ``[B, ...]`` mask)."""
     if isinstance(feature_mask, int | tuple) and not isinstance(feature_mask, bool):
         if inputs.dim() != 4:
             raise ValueError(
@@ -70,15 +107,29 @@ def feature_groups(feature_mask: FeatureMask, inputs: Tensor, max_features: int,
         feature_mask = grid_mask(inputs.shape[2], inputs.shape[3], feature_mask)
     if not isinstance(feature_mask, Tensor) or feature_mask.is_floating_point():
         raise ValueError(f"{method}: feature_mask must be an integer tensor of group ids; got {feature_mask!r:.80}")
+    mask = feature_mask.to(inputs.device)
+    if mask.dim() < inputs.dim():
+        mask = mask.unsqueeze(0)  # one mask for every sample
     try:
-        mask = feature_mask.to(inputs.device).expand(sample_shape)
+        if mask.dim() != inputs.dim() or mask.shape[0] not in (1, inputs.shape[0]):
+            raise RuntimeError("the leading dimension must be 1 or the batch")
+        return mask.expand(inputs.shape)
     except RuntimeError as err:
         raise ValueError(
-            f"{method}: feature_mask of shape {list(feature_mask.shape)} does not broadcast to a sample of shape "
-            f"{list(sample_shape)}"
+            f"{method}: feature_mask of shape {list(feature_mask.shape)} fits neither a sample of shape "
+            f"{list(inputs.shape[1:])} (broadcastable) nor the batch [1 or {inputs.shape[0]}, "
+            f"{', '.join(map(str, inputs.shape[1:]))}]"
         ) from err
-    values, ids = torch.unique(mask, return_inverse=True)
-    return ids.view(sample_shape), values.numel()
+
+
+def attribution_dtype(inputs: Tensor) -> torch.dtype:
+    """Attributions of float inputs have their dtype; those of token ids the default float dtype."""
+    return inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
+
+
+def spread(values: Tensor, groups: Tensor, shape: torch.Size) -> Tensor:
+    """Per-group values ``[G, B]`` to attributions ``[B, *shape]``: each element gets its group's value."""
+    return values.T.gather(1, groups).view(shape)
 
 
 def perturbation_scores(
@@ -127,10 +178,12 @@ def coalition_scores(
     coalitions: Tensor,
     max_batch_size: int,
 ) -> Tensor:
-    """Target scores of every coalition ``[M, G]`` (1 = keep the group) for every sample, ``[M, B]``."""
-    flat_groups = groups.flatten()
+    """Target scores of every coalition ``[M, G]`` (1 = keep the group) for every sample, ``[M, B]``.
 
-    def keep(index: Tensor, _sample: Tensor) -> Tensor:
-        return coalitions[index][:, flat_groups].view(-1, *groups.shape)
+    ``groups`` are the per-sample group ids ``[B, N]`` of :func:`feature_groups`.
+    """
+
+    def keep(index: Tensor, sample: Tensor) -> Tensor:
+        return coalitions[index].gather(1, groups[sample]).view(-1, *inputs.shape[1:])
 
     return perturbation_scores(objective, inputs, baseline, keep, coalitions.shape[0], max_batch_size)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Extras", "InputsLike", "Packing", "as_tuple", "find_input_embeddings", "logits_of"]
+__all__ = ["Extras", "InputsLike", "Packing", "TokenBaseline", "as_tuple", "find_input_embeddings", "logits_of"]
 
 InputsLike = Tensor | tuple[Tensor, ...]
 
@@ -174,3 +174,30 @@ def find_input_embeddings(model: nn.Module) -> nn.Module:
         f"have it), but neither {type(model).__name__} nor its submodules offer it; name the embedding layer instead, "
         "e.g. layer='embedding'"
     )
+
+
+class TokenBaseline:
+    """The reference sequence for token ids: every token replaced by ``token``, except those in ``keep``.
+
+    Captum's ``TokenReferenceBase`` builds the same reference; text tutorials keep ``[CLS]`` and ``[SEP]`` in place
+    so the reference is still a well-formed sequence.
+
+    Example:
+        >>> TokenBaseline(0, keep=(101, 102)).build(torch.tensor([[101, 7592, 2088, 102]])).tolist()
+        [[101, 0, 0, 102]]
+    """
+
+    def __init__(self, token: int, keep: Sequence[int] = ()) -> None:
+        self.token = int(token)
+        self.keep = tuple(int(t) for t in keep)
+
+    def build(self, ids: Tensor) -> Tensor:
+        """The reference for ``ids`` (any integer tensor); float tensors get ``token`` everywhere."""
+        reference = torch.full_like(ids, self.token)
+        if self.keep and not ids.is_floating_point():
+            kept = torch.isin(ids, torch.tensor(self.keep, device=ids.device, dtype=ids.dtype))
+            reference = torch.where(kept, ids, reference)
+        return reference
+
+    def __repr__(self) -> str:
+        return f"TokenBaseline({self.token}, keep={self.keep})"

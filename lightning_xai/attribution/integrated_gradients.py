@@ -8,7 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline, row_chunks
+from lightning_xai.attribution._base import Explainer, LayerObjective, Objective, broadcast_baseline, row_chunks
+from lightning_xai.attribution._model import TokenBaseline
 from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["IntegratedGradients", "quadrature"]
@@ -76,9 +77,15 @@ class IntegratedGradients(Explainer):
         baseline: the reference input: a number (every feature) or a tensor broadcastable to the inputs.
         layer: integrate at this layer's output instead of the inputs, from its value at the baseline input to its
             value at the input (Captum's ``LayerIntegratedGradients``; e.g. ``"embedding"`` for token ids, with
-            ``baseline`` the token id of the reference). The result is shaped like that output.
+            ``baseline`` the token id of the reference); ``"auto"`` is the model's input embeddings
+            (``get_input_embeddings()``, also inside a wrapper or LightningModule). The result is shaped like that
+            output.
         max_batch_size: the most interpolated rows forwarded at once.
         task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
+        baseline_token: for token ids explained at a layer: the token id of the reference sequence (e.g. the pad
+            or ``[MASK]`` id), instead of ``baseline``.
+        keep_tokens: token ids that keep their place in the reference (e.g. ``[CLS]`` and ``[SEP]``), as in
+            Captum's text tutorials with ``TokenReferenceBase``.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Sigmoid())
@@ -96,8 +103,15 @@ class IntegratedGradients(Explainer):
         layer: str | None = None,
         max_batch_size: int = 128,
         task: TaskLike = None,
+        baseline_token: int | None = None,
+        keep_tokens: list[int] | tuple[int, ...] = (),
     ) -> None:
         super().__init__(max_batch_size, task)
+        if baseline_token is not None and (not isinstance(baseline_token, int) or isinstance(baseline_token, bool)):
+            raise ValueError(f"baseline_token must be a token id (an int) or None; got {baseline_token!r}")
+        if keep_tokens and baseline_token is None:
+            raise ValueError("keep_tokens only applies with baseline_token: pass the reference token id too")
+        self.baseline_token, self.keep_tokens = baseline_token, tuple(keep_tokens)
         self._alphas, self._weights = quadrature(method, steps)
         if not isinstance(baseline, float | int | Tensor) or isinstance(baseline, bool):
             raise ValueError(f"baseline must be a number or a tensor; got {type(baseline).__name__}")
@@ -110,12 +124,17 @@ class IntegratedGradients(Explainer):
 
     def completeness_baseline(self, inputs: Tensor) -> Tensor:
         """The baseline input broadcast to ``inputs``' shape, dtype and device (also with a ``layer``)."""
+        if self.baseline_token is not None and not inputs.is_floating_point():
+            return TokenBaseline(self.baseline_token, self.keep_tokens).build(inputs)
         return broadcast_baseline(self.baseline, inputs)
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Integrate gradients along the straight path from the baseline, ``max_batch_size`` rows at a time."""
         batch = inputs.shape[0]
-        baseline = objective.reference(self.baseline, inputs)
+        reference = self.baseline
+        if self.baseline_token is not None and isinstance(objective, LayerObjective):
+            reference = TokenBaseline(self.baseline_token, self.keep_tokens)
+        baseline = objective.reference(reference, inputs)
         delta = inputs - baseline
         view = (-1,) + (1,) * (inputs.dim() - 1)
         alphas = self._alphas.to(device=inputs.device, dtype=inputs.dtype)

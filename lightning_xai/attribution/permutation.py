@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.attribution._base import Explainer, Objective, check_positive_int
-from lightning_xai.attribution._coalitions import FeatureMask, feature_groups, perturbation_scores
+from lightning_xai.attribution._coalitions import FeatureMask, feature_groups, perturbation_scores, spread
 from lightning_xai.attribution._sampling import private_generator
 from lightning_xai.attribution.tasks import TaskLike
 
@@ -44,6 +44,8 @@ class PermutationImportance(Explainer):
                 [ 2.,  0.]])
     """
 
+    perturbs_inputs = True
+
     def __init__(
         self,
         feature_mask: FeatureMask = None,
@@ -65,12 +67,13 @@ class PermutationImportance(Explainer):
                 f"PermutationImportance permutes features across the samples of a batch and needs at least 2; got "
                 f"{batch}"
             )
-        groups, count = feature_groups(self.feature_mask, inputs, self.max_features, "PermutationImportance")
+        groups, count = feature_groups(
+            self.feature_mask, inputs, self.max_features, "PermutationImportance", objective.packing
+        )
         donors = _permutations(self.repeats * count, batch, private_generator(self.seed, inputs.device))
-        flat_groups = groups.flatten()
 
-        def keep(perturbation: Tensor, _sample: Tensor) -> Tensor:
-            return (flat_groups[None, :] != (perturbation % count)[:, None]).view(-1, *groups.shape)
+        def keep(perturbation: Tensor, sample: Tensor) -> Tensor:
+            return (groups[sample] != (perturbation % count)[:, None]).view(-1, *inputs.shape[1:])
 
         def donor_rows(perturbation: Tensor, sample: Tensor) -> Tensor:
             return inputs[donors[perturbation, sample]]
@@ -78,7 +81,7 @@ class PermutationImportance(Explainer):
         full = objective.chunked_scores(inputs, self.max_batch_size)
         scores = perturbation_scores(objective, inputs, donor_rows, keep, self.repeats * count, self.max_batch_size)
         drop = (full[None] - scores).view(self.repeats, count, batch).mean(dim=0)  # [G, B]
-        return drop.T[:, flat_groups].reshape(inputs.shape)
+        return spread(drop, groups, inputs.shape)
 
 
 def _permutations(count: int, batch: int, generator: torch.Generator) -> Tensor:

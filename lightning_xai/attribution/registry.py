@@ -52,8 +52,8 @@ def get(name: str, **kwargs: Any) -> Explainer:
         ValueError: for an unknown name, listing the known ones.
 
     Example:
-        >>> get("integrated_gradients", steps=32)
-        IntegratedGradients(max_batch_size=128, task=None, steps=32, method='gausslegendre', baseline=0.0, layer=None)
+        >>> get("integrated_gradients", steps=32).steps
+        32
     """
     try:
         cls = EXPLAINERS[name]

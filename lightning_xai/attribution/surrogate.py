@@ -13,16 +13,17 @@ import torch
 from torch import Tensor
 
 from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline
-from lightning_xai.attribution._coalitions import FeatureMask, coalition_scores, feature_groups
+from lightning_xai.attribution._coalitions import (
+    FeatureMask,
+    attribution_dtype,
+    coalition_scores,
+    feature_groups,
+    spread,
+)
 from lightning_xai.attribution._sampling import check_sampling_args, private_generator
 from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["KernelShap", "Lime", "shapley_kernel_coalitions"]
-
-
-def _spread(values: Tensor, groups: Tensor) -> Tensor:
-    """Per-group values ``[G, B]`` to attributions ``[B, *sample_shape]``: each element gets its group's value."""
-    return values.T[:, groups.flatten()].reshape(values.shape[1], *groups.shape)
 
 
 def shapley_kernel_coalitions(features: int, samples: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -85,6 +86,8 @@ class KernelShap(Explainer):
         True
     """
 
+    perturbs_inputs = True
+
     def __init__(
         self,
         samples: int = 200,
@@ -106,8 +109,8 @@ class KernelShap(Explainer):
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Score the coalitions and solve the constrained regression for every sample at once."""
-        groups, count = feature_groups(self.feature_mask, inputs, self.max_features, "KernelShap")
-        baseline = broadcast_baseline(self.baseline, inputs)
+        groups, count = feature_groups(self.feature_mask, inputs, self.max_features, "KernelShap", objective.packing)
+        baseline = objective.reference(self.baseline, inputs)
         generator = private_generator(self.seed, inputs.device)
         coalitions, weights = shapley_kernel_coalitions(count, self.samples, generator)
         ends = torch.stack([torch.ones(count, dtype=torch.bool, device=inputs.device), torch.zeros_like(coalitions[0])])
@@ -117,14 +120,14 @@ class KernelShap(Explainer):
         full, empty, scores = scores[0], scores[1], scores[2:] - scores[1]
         gap = full - empty  # [B]: what the attributions must sum to
         if count == 1:
-            return _spread(gap[None], groups).to(inputs.dtype)
+            return spread(gap[None], groups, inputs.shape).to(attribution_dtype(inputs))
         z = coalitions.double()
         design = z[:, :-1] - z[:, -1:]  # eliminate the last group: phi_last = gap - sum(others)
         response = scores - z[:, -1:] * gap
         root = weights.sqrt()[:, None]
         phi = torch.linalg.pinv(root * design) @ (root * response)  # [G-1, B]
         phi = torch.cat([phi, gap[None] - phi.sum(0, keepdim=True)])
-        return _spread(phi, groups).to(inputs.dtype)
+        return spread(phi, groups, inputs.shape).to(attribution_dtype(inputs))
 
 
 class Lime(Explainer):
@@ -157,6 +160,8 @@ class Lime(Explainer):
         [[0, 2, 1]]
     """
 
+    perturbs_inputs = True
+
     def __init__(
         self,
         samples: int = 200,
@@ -178,11 +183,11 @@ class Lime(Explainer):
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Score random coalitions and fit the weighted ridge surrogate for every sample at once."""
-        groups, count = feature_groups(self.feature_mask, inputs, self.max_features, "Lime")
+        groups, count = feature_groups(self.feature_mask, inputs, self.max_features, "Lime", objective.packing)
         generator = private_generator(self.seed, inputs.device)
         coalitions = torch.rand(self.samples, count, generator=generator, device=inputs.device) < 0.5
         scores = coalition_scores(
-            objective, inputs, broadcast_baseline(self.baseline, inputs), groups, coalitions, self.max_batch_size
+            objective, inputs, objective.reference(self.baseline, inputs), groups, coalitions, self.max_batch_size
         ).double()
         z = coalitions.double()
         distance = 1.0 - (z.sum(1) / count).sqrt()  # cosine distance to the all-ones coalition; 1 for the empty one
@@ -192,4 +197,4 @@ class Lime(Explainer):
         penalty = torch.full((count + 1,), float(self.alpha), dtype=gram.dtype, device=gram.device)
         penalty[0] = 0.0  # no penalty on the intercept
         coef = torch.linalg.pinv(gram + torch.diag(penalty)) @ (design.T @ (weights[:, None] * scores))
-        return _spread(coef[1:], groups).to(inputs.dtype)
+        return spread(coef[1:], groups, inputs.shape).to(attribution_dtype(inputs))
