@@ -253,3 +253,24 @@ def test_token_baseline_keeps_special_tokens_like_captums_token_reference_base()
 def test_layer_auto_without_embeddings_is_named():
     with pytest.raises(ValueError, match="layer='auto' looks for the model's input embeddings"):
         Saliency(layer="auto")(nn.Linear(3, 2), torch.zeros(2, 3, dtype=torch.long), 0)
+
+
+def test_gradient_shap_with_a_reference_set_per_input_matches_captum_for_the_same_draws(batch):
+    model, (image, table, _) = TwoInputs().eval(), batch
+    g = torch.Generator().manual_seed(5)
+    refs = (torch.randn(4, 2, 6, 6, generator=g), torch.randn(4, 5, generator=g))
+    explainer = GradientShap(baselines=refs, samples=6)
+    ours = explainer(model, (image, table), 2)
+    # the same draws by hand: reference choice and alpha per (sample, draw), from the explainer's private generator
+    gen = torch.Generator().manual_seed(0)
+    choice = torch.randint(4, (6, 3), generator=gen)
+    alphas = torch.rand((6, 3), generator=gen)
+    expected = [torch.zeros_like(image), torch.zeros_like(table)]
+    for k in range(6):
+        starts = [r[choice[k]] for r in refs]
+        view = [alphas[k].view(-1, 1, 1, 1), alphas[k].view(-1, 1)]
+        points = [(s + a * (x - s)).requires_grad_(True) for s, a, x in zip(starts, view, (image, table), strict=True)]
+        grads = torch.autograd.grad(model(*points)[:, 2].sum(), points)
+        for i, (grad, s, x) in enumerate(zip(grads, starts, (image, table), strict=True)):
+            expected[i] += grad * (x - s) / 6
+    assert_tuples_close(ours, tuple(expected), rtol=1e-4, atol=1e-6)

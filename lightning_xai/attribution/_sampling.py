@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.attribution._base import check_positive_int
+from lightning_xai.attribution._model import Packing
 
 __all__ = ["check_sampling_args", "draw_groups", "private_generator", "relative_noise_std"]
 
@@ -31,11 +32,23 @@ def draw_groups(samples: int, batch: int, max_batch_size: int) -> Iterator[range
         yield range(start, min(samples, start + per_group))
 
 
-def relative_noise_std(inputs: Tensor, noise: float) -> Tensor:
+def relative_noise_std(inputs: Tensor, noise: float, packing: Packing | None = None) -> Tensor:
     """Per-sample standard deviation ``noise * (max - min)`` of each sample, shaped to broadcast over it.
 
     Smilkov et al. 2017 express SmoothGrad's noise level as a fraction of the input range (10-20 % works well).
+    With tuple inputs packed into one tensor (``packing``), each input of a sample gets its own range, as Captum's
+    ``NoiseTunnel`` takes one ``stdevs`` per input.
+
+    Example:
+        >>> relative_noise_std(torch.tensor([[0.0, 2.0], [1.0, 1.5]]), 0.5).tolist()
+        [[1.0], [0.25]]
     """
+    if packing is not None:
+        spans = [
+            part.flatten(1).amax(dim=1, keepdim=True) - part.flatten(1).amin(dim=1, keepdim=True)
+            for part in packing.unpack(inputs)
+        ]
+        return noise * torch.cat([span.expand(-1, size) for span, size in zip(spans, packing.sizes, strict=True)], 1)
     flat = inputs.reshape(inputs.shape[0], -1)
     span = flat.amax(dim=1) - flat.amin(dim=1)
     return (noise * span).view((-1,) + (1,) * (inputs.dim() - 1))

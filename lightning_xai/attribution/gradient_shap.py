@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from lightning_xai.attribution._base import Explainer, Objective
+from lightning_xai.attribution._model import Packing
 from lightning_xai.attribution._sampling import check_sampling_args, draw_groups, private_generator, relative_noise_std
 from lightning_xai.attribution.tasks import TaskLike
 
@@ -45,7 +46,7 @@ class GradientShap(Explainer):
 
     def __init__(
         self,
-        baselines: Tensor | float = 0.0,
+        baselines: Tensor | float | tuple[Tensor, ...] = 0.0,
         samples: int = 20,
         noise: float = 0.0,
         seed: int = 0,
@@ -54,7 +55,7 @@ class GradientShap(Explainer):
     ) -> None:
         super().__init__(max_batch_size, task)
         check_sampling_args(samples, noise, seed)
-        if isinstance(baselines, bool) or not isinstance(baselines, float | int | Tensor):
+        if isinstance(baselines, bool) or not isinstance(baselines, float | int | Tensor | tuple):
             raise ValueError(
                 f"baselines must be a tensor of reference samples or a number; got {type(baselines).__name__}"
             )
@@ -63,32 +64,49 @@ class GradientShap(Explainer):
         self.noise = noise
         self.seed = seed
 
-    def references(self, inputs: Tensor) -> Tensor:
-        """The reference set ``[K, *sample_shape]`` on the inputs' device and dtype."""
+    def references(self, inputs: Tensor, packing: Packing | None = None) -> Tensor:
+        """The reference set ``[K, *sample_shape]`` on the inputs' device and dtype.
+
+        With tuple inputs (``packing``), ``baselines`` may be a tuple of reference sets with the same ``K``, one per
+        input; they are packed like the inputs.
+        """
+        if packing is not None and isinstance(self.baselines, tuple | list):
+            parts = packing.unpack(inputs)
+            if len(self.baselines) != len(parts):
+                raise ValueError(
+                    f"baselines is a tuple of {len(self.baselines)} sets but there are {len(parts)} inputs"
+                )
+            sets = [self._reference_set(b, x) for b, x in zip(self.baselines, parts, strict=True)]
+            if len({r.shape[0] for r in sets}) != 1:
+                raise ValueError(f"every input needs the same number of references; got {[r.shape[0] for r in sets]}")
+            return packing.pack(sets)
+        return self._reference_set(self.baselines, inputs)
+
+    def _reference_set(self, baselines: Tensor | float, inputs: Tensor) -> Tensor:
         sample_shape = inputs.shape[1:]
-        if not isinstance(self.baselines, Tensor):
-            return torch.full((1, *sample_shape), float(self.baselines), device=inputs.device, dtype=inputs.dtype)
-        refs = self.baselines.to(device=inputs.device, dtype=inputs.dtype)
+        if not isinstance(baselines, Tensor):
+            return torch.full((1, *sample_shape), float(baselines), device=inputs.device, dtype=inputs.dtype)
+        refs = baselines.to(device=inputs.device, dtype=inputs.dtype)
         if refs.dim() <= len(sample_shape):
             refs = refs.unsqueeze(0)
         try:
             return refs.expand(refs.shape[0], *sample_shape)
         except RuntimeError as err:
             raise ValueError(
-                f"baselines of shape {list(self.baselines.shape)} are neither [K, {', '.join(map(str, sample_shape))}] "
+                f"baselines of shape {list(baselines.shape)} are neither [K, {', '.join(map(str, sample_shape))}] "
                 f"references nor one reference broadcastable to a sample of shape {list(sample_shape)}"
             ) from err
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Draw references, path points and noise from the private generator, then average."""
         generator = private_generator(self.seed, inputs.device)
-        refs = self.references(inputs)
+        refs = self.references(inputs, objective.packing)
         batch = inputs.shape[0]
         choice = torch.randint(refs.shape[0], (self.samples, batch), generator=generator, device=inputs.device)
         alphas = torch.rand((self.samples, batch), generator=generator, device=inputs.device, dtype=inputs.dtype)
         noisy = None
         if self.noise > 0:
-            std = relative_noise_std(inputs, self.noise)
+            std = relative_noise_std(inputs, self.noise, objective.packing)
             noisy = [
                 inputs + std * torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype)
                 for _ in range(self.samples)

@@ -82,7 +82,7 @@ class SmoothGrad(Explainer):
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Average ``base`` over ``samples`` noisy copies, a group of whole draws at a time."""
         generator = private_generator(self.seed, inputs.device)
-        std = relative_noise_std(inputs, self.noise)
+        std = relative_noise_std(inputs, self.noise, objective.packing)
         total = total_sq = None
         for group in draw_groups(self.samples, inputs.shape[0], self.max_batch_size):
             noisy = torch.cat(
