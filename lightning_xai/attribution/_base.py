@@ -18,6 +18,7 @@ from lightning_xai.attribution._model import (
     Packing,
     TokenBaseline,
     as_tuple,
+    broadcast_baseline,
     find_input_embeddings,
     logits_of,
 )
@@ -394,21 +395,6 @@ def resolve_target(
     if batch and int(target.min()) < 0:
         raise ValueError(f"target indices must be >= 0; got {int(target.min())}")
     return target
-
-
-def broadcast_baseline(baseline: float | Tensor, inputs: Tensor) -> Tensor:
-    """``baseline`` (a number or a tensor) broadcast to ``inputs``' shape, dtype and device.
-
-    Raises:
-        ValueError: if a tensor baseline does not broadcast to the inputs.
-    """
-    baseline = torch.as_tensor(baseline, device=inputs.device, dtype=inputs.dtype)
-    try:
-        return baseline.expand_as(inputs)
-    except RuntimeError as err:
-        raise ValueError(
-            f"baseline of shape {list(baseline.shape)} does not broadcast to inputs {list(inputs.shape)}"
-        ) from err
 
 
 def check_logits(out: object, target_max: int = -1, task: str | Task | None = None) -> None:

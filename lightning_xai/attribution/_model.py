@@ -19,7 +19,16 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Extras", "InputsLike", "Packing", "TokenBaseline", "as_tuple", "find_input_embeddings", "logits_of"]
+__all__ = [
+    "Extras",
+    "InputsLike",
+    "Packing",
+    "TokenBaseline",
+    "as_tuple",
+    "broadcast_baseline",
+    "find_input_embeddings",
+    "logits_of",
+]
 
 InputsLike = Tensor | tuple[Tensor, ...]
 
@@ -135,14 +144,19 @@ class Packing:
         if isinstance(values, tuple | list):
             if len(values) != len(inputs):
                 raise ValueError(f"{what} is a tuple of {len(values)} but there are {len(inputs)} inputs")
-            return self.pack([_broadcast(v, x, what) for v, x in zip(values, inputs, strict=True)])
+            return self.pack([broadcast_baseline(v, x, what) for v, x in zip(values, inputs, strict=True)])
         if isinstance(values, Tensor) and values.dim() == 2 and values.shape[-1] == sum(self.sizes):
             return values.to(inputs[0]).expand(inputs[0].shape[0], -1)
-        return self.pack([_broadcast(values, x, what) for x in inputs])
+        return self.pack([broadcast_baseline(values, x, what) for x in inputs])
 
 
-def _broadcast(value: object, inputs: Tensor, what: str) -> Tensor:
-    value = torch.as_tensor(value, device=inputs.device, dtype=inputs.dtype)
+def broadcast_baseline(baseline: object, inputs: Tensor, what: str = "baseline") -> Tensor:
+    """``baseline`` (a number or a tensor) broadcast to ``inputs``' shape, dtype and device.
+
+    Raises:
+        ValueError: if a tensor baseline does not broadcast to the inputs.
+    """
+    value = torch.as_tensor(baseline, device=inputs.device, dtype=inputs.dtype)
     try:
         return value.expand_as(inputs)
     except RuntimeError as err:

@@ -12,7 +12,7 @@ from torchmetrics import Metric
 
 from lightning_xai.attribution import Explainer
 
-__all__ = ["AttributionMetric", "ExplanationBatch"]
+__all__ = ["AttributionMetric", "ExplanationBatch", "ModelMetric"]
 
 
 @dataclass
@@ -64,3 +64,18 @@ class AttributionMetric(Metric, abc.ABC):
     @abc.abstractmethod
     def update_from(self, batch: ExplanationBatch) -> None:
         """Update from an explained batch (the callback's entry point)."""
+
+
+class ModelMetric(AttributionMetric):
+    """A metric that re-runs the model: ``update(model, inputs, attributions, target, *, task, forward_kwargs)``."""
+
+    def update_from(self, batch: ExplanationBatch) -> None:
+        """Update from an explained batch, with its task and forward keyword arguments."""
+        self.update(
+            batch.model,
+            batch.inputs,
+            batch.attributions,
+            batch.target,
+            task=batch.task,
+            forward_kwargs=batch.forward_kwargs,
+        )

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from lightning_xai.attribution import Explainer
 from lightning_xai.attribution.tasks import TaskLike
 from lightning_xai.metrics import functional as F
-from lightning_xai.metrics._base import AttributionMetric, ExplanationBatch
+from lightning_xai.metrics._base import AttributionMetric, ExplanationBatch, ModelMetric
 from lightning_xai.metrics.functional.faithfulness import curve_auc
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-class DeletionAUC(AttributionMetric):
+class DeletionAUC(ModelMetric):
     """Mean :func:`~lightning_xai.metrics.functional.deletion_auc` (lower is better)."""
 
     name, higher_is_better = "deletion_auc", False
@@ -61,19 +61,8 @@ class DeletionAUC(AttributionMetric):
         self.last_curve = curve.mean(dim=0)
         self._accumulate(curve_auc(curve))
 
-    def update_from(self, batch: ExplanationBatch) -> None:
-        """Update from an explained batch."""
-        self.update(
-            batch.model,
-            batch.inputs,
-            batch.attributions,
-            batch.target,
-            task=batch.task,
-            forward_kwargs=batch.forward_kwargs,
-        )
 
-
-class InsertionAUC(AttributionMetric):
+class InsertionAUC(ModelMetric):
     """Mean :func:`~lightning_xai.metrics.functional.insertion_auc` (higher is better).
 
     Images start from a blurred copy; other inputs from ``baseline`` (for token ids, a token id such as the pad id).
@@ -118,19 +107,8 @@ class InsertionAUC(AttributionMetric):
         self.last_curve = curve.mean(dim=0)
         self._accumulate(curve_auc(curve))
 
-    def update_from(self, batch: ExplanationBatch) -> None:
-        """Update from an explained batch."""
-        self.update(
-            batch.model,
-            batch.inputs,
-            batch.attributions,
-            batch.target,
-            task=batch.task,
-            forward_kwargs=batch.forward_kwargs,
-        )
 
-
-class FaithfulnessCorrelation(AttributionMetric):
+class FaithfulnessCorrelation(ModelMetric):
     """Mean :func:`~lightning_xai.metrics.functional.faithfulness_correlation` (higher is better)."""
 
     name, higher_is_better = "faithfulness_correlation", True
@@ -175,19 +153,8 @@ class FaithfulnessCorrelation(AttributionMetric):
             )
         )
 
-    def update_from(self, batch: ExplanationBatch) -> None:
-        """Update from an explained batch."""
-        self.update(
-            batch.model,
-            batch.inputs,
-            batch.attributions,
-            batch.target,
-            task=batch.task,
-            forward_kwargs=batch.forward_kwargs,
-        )
 
-
-class Infidelity(AttributionMetric):
+class Infidelity(ModelMetric):
     """Mean :func:`~lightning_xai.metrics.functional.infidelity` (lower is better)."""
 
     name, higher_is_better = "infidelity", False
@@ -230,17 +197,6 @@ class Infidelity(AttributionMetric):
                 task=task,
                 forward_kwargs=forward_kwargs,
             )
-        )
-
-    def update_from(self, batch: ExplanationBatch) -> None:
-        """Update from an explained batch."""
-        self.update(
-            batch.model,
-            batch.inputs,
-            batch.attributions,
-            batch.target,
-            task=batch.task,
-            forward_kwargs=batch.forward_kwargs,
         )
 
 
