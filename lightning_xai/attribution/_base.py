@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution._hygiene import gradient_scope
-from lightning_xai.attribution._layers import capture_output, find_module, replace_output
+from lightning_xai.attribution._layers import StopForward, capture_output, find_module, replace_output
 from lightning_xai.attribution._model import (
     Extras,
     InputsLike,
@@ -221,9 +221,16 @@ class LayerObjective(Objective):
 def layer_output(
     model: nn.Module, module: nn.Module, inputs: tuple[Tensor, ...], extras: Extras | None = None
 ) -> Tensor:
-    """The output ``module`` produces when ``model`` runs on ``inputs`` (no gradients)."""
-    with torch.no_grad(), capture_output(module) as capture:
-        model(*inputs, **({} if extras is None else extras.take(None)))
+    """The output ``module`` produces when ``model`` runs on ``inputs`` (no gradients).
+
+    The forward pass stops as soon as the layer has produced its output: reading an embedding's output costs the
+    embedding lookup, not a whole forward pass.
+    """
+    with torch.no_grad(), capture_output(module, stop=True) as capture:
+        try:
+            model(*inputs, **({} if extras is None else extras.take(None)))
+        except StopForward:
+            pass
     if capture.output is None:
         raise ValueError(f"layer {type(module).__name__} was not called by the model's forward pass")
     return capture.output

@@ -8,7 +8,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
-__all__ = ["LayerCapture", "OutputAdapter", "capture_output", "find_module", "replace_output", "unwrap"]
+__all__ = [
+    "LayerCapture",
+    "OutputAdapter",
+    "StopForward",
+    "capture_output",
+    "find_module",
+    "replace_output",
+    "unwrap",
+]
 
 
 class OutputAdapter(nn.Module):
@@ -105,13 +113,18 @@ class LayerCapture:
         self.output: Tensor | None = None
 
 
+class StopForward(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by :func:`capture_output` with ``stop=True`` once the layer's output is recorded."""
+
+
 @contextlib.contextmanager
-def capture_output(module: nn.Module) -> Iterator[LayerCapture]:
+def capture_output(module: nn.Module, stop: bool = False) -> Iterator[LayerCapture]:
     """Record ``module``'s output during forward passes inside the block.
 
     The rest of the network receives a clone of the recorded output, so in-place operations further on (an
-    ``nn.ReLU(inplace=True)`` after a convolution) cannot overwrite it. The hook is removed when the block exits,
-    also on error.
+    ``nn.ReLU(inplace=True)`` after a convolution) cannot overwrite it. With ``stop=True`` the hook raises
+    :class:`StopForward` instead, ending the forward pass once the output is recorded (the caller catches it). The
+    hook is removed when the block exits, also on error.
 
     Example:
         >>> import torch
@@ -130,6 +143,8 @@ def capture_output(module: nn.Module) -> Iterator[LayerCapture]:
                 "is needed"
             )
         capture.output = output
+        if stop:
+            raise StopForward
         return output.clone()
 
     handle = module.register_forward_hook(hook)

@@ -20,6 +20,7 @@ from lightning_xai.attribution._base import Explainer, Objective, TargetLike, ro
 __all__ = ["AttentionRollout", "attention_maps", "rollout", "sdpa_weights"]
 
 HeadFusion = Literal["mean", "max", "min"]
+_FUSIONS = {"mean": lambda a: a.mean(1), "max": lambda a: a.amax(1), "min": lambda a: a.amin(1)}
 AttentionFn = Callable[..., list[Tensor]]
 
 
@@ -43,7 +44,7 @@ def rollout(maps: list[Tensor], head_fusion: str = "mean", discard_ratio: float 
     """
     result = None
     for attention in maps:
-        fused = {"mean": attention.mean(1), "max": attention.amax(1), "min": attention.amin(1)}[head_fusion]
+        fused = _FUSIONS[head_fusion](attention)  # only the requested fusion is computed
         if discard_ratio > 0:
             flat = fused.flatten(1)
             count = int(flat.shape[1] * discard_ratio)
