@@ -112,7 +112,7 @@ def test_probe_is_drawn_after_the_sanity_check_and_class_balanced(tmp_path):
     dm = datamodule()
     trainer = make_trainer(tmp_path, [monitor], max_epochs=1, num_sanity_val_steps=1, logger=False)
     trainer.fit(model(), dm)
-    inputs, labels, masks = monitor.probe
+    inputs, labels, masks, _ = monitor.probe
     assert masks is None  # no mask_key
     assert labels.tolist() == [0, 1, 2, 0, 1, 2]
     val_x, val_y = dm.val_dataloader().dataset.tensors[:2]

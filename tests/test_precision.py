@@ -96,24 +96,24 @@ def test_validation_in_the_middle_of_gradient_accumulation_keeps_training_bit_id
 class DictOutput(SmallCNN):
     def forward(self, x):
         features = self.features(x)
-        return {"logits": self.classifier(features), "features": features}
+        return {"scores": self.classifier(features), "features": features}  # no "logits": needs output_fn
 
     def _step(self, batch, stage):
         x, y = batch[0], batch[1]
-        loss = torch.nn.functional.cross_entropy(self(x)["logits"], y)
+        loss = torch.nn.functional.cross_entropy(self(x)["scores"], y)
         self.log(f"{stage}_loss", loss)
         return loss
 
 
 def logits_of(output):
-    return output["logits"]
+    return output["scores"]
 
 
 def test_models_returning_a_dict_are_explained_through_output_fn(tmp_path):
     watching = monitor(output_fn=logits_of)
     fit(tmp_path, lambda: DictOutput(num_classes=3, width=4), [watching], max_epochs=1)
     assert {"xai/ig/deletion_auc", "xai/gradcam/deletion_auc"} <= set(xai_scalars(tmp_path))  # layer names unchanged
-    message = "choosing the predicted class failed .*output is logits of shape .*dict.* pass output_fn"
+    message = r"the model returned a dict with keys \['scores', 'features'\], not logits.*pass output_fn"
     with pytest.warns(UserWarning, match=message):
         fit(tmp_path / "without", lambda: DictOutput(num_classes=3, width=4), [monitor()], max_epochs=1)
     with pytest.raises(ValueError, match="output_fn must be a function"):

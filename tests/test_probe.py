@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from lightning_xai.callbacks._probe import Probe, ProbeCollector, balanced_order, split_batch
+from lightning_xai.callbacks._probe import Probe, ProbeCollector, balanced_order
+from lightning_xai.callbacks.batch import split_batch
 
 
 def test_balanced_order_is_round_robin_over_sorted_labels():
@@ -23,7 +24,7 @@ def test_collector_keeps_memory_bounded_and_selects_the_same_as_one_pass():
     for start in range(0, 500, 32):
         collector.add(Probe(x[start : start + 32], y[start : start + 32]))
         assert collector.count <= 16
-    inputs, labels, _ = collector.select()
+    inputs, labels, *_ = collector.select()
     order = balanced_order(y)[0][:4]
     torch.testing.assert_close(inputs, x[order])
     assert labels.tolist() == [0, 1, 2, 3]
@@ -33,7 +34,7 @@ def test_collector_without_labels_takes_the_first_samples():
     collector = ProbeCollector(3)
     collector.add(Probe(torch.arange(2.0)[:, None]))
     collector.add(Probe(torch.arange(2.0, 6.0)[:, None], torch.zeros(4, 2)))  # not class indices: ignored
-    inputs, labels, _ = collector.select()
+    inputs, labels, *_ = collector.select()
     assert inputs.flatten().tolist() == [0.0, 1.0, 2.0] and labels is None
 
 
@@ -56,3 +57,46 @@ def test_split_batch_structures():
         split_batch(("text", y))
     with pytest.raises(ValueError, match="the validation batch is a int; input_key=0 .* pass batch_fn"):
         split_batch(3)
+
+
+class ThreadRanks:
+    """A strategy stand-in whose ``all_gather`` is a real collective between threads (equal shapes or it fails)."""
+
+    def __init__(self, rank, shared):
+        self.rank, self.shared, self.root_device = rank, shared, torch.device("cpu")
+
+    def all_gather(self, tensor):
+        slots, barrier = self.shared
+        slots[self.rank] = tensor
+        barrier.wait()
+        gathered = torch.stack([slots[0], slots[1]])
+        barrier.wait()
+        return gathered
+
+
+def test_ranks_with_sequences_of_different_lengths_agree_on_one_padded_probe():
+    import threading
+
+    from lightning_xai.callbacks._probe import gather_probe
+
+    pad = {"inputs.0": 9, "extras.attention_mask": 0}
+    masks = torch.tensor([[1, 1], [1, 0]]), torch.ones(1, 4, dtype=torch.long)
+    locals_ = [
+        Probe(torch.tensor([[1, 2], [3, 9]]), torch.tensor([0, 1]), None, {"attention_mask": masks[0]}),
+        Probe(torch.tensor([[4, 5, 6, 7]]), torch.tensor([1]), None, {"attention_mask": masks[1]}),
+    ]
+    shared, results = ({}, threading.Barrier(2)), [None, None]
+
+    def run(rank):
+        results[rank] = gather_probe(ThreadRanks(rank, shared), locals_[rank], 4, pad)
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    first, second = results
+    for field, value in first.fields().items():
+        torch.testing.assert_close(second.fields()[field], value)  # the same probe on both ranks
+    assert first.inputs.tolist() == [[1, 2, 9, 9], [4, 5, 6, 7]]  # one sample per rank (the fewest), padded
+    assert first.extras["attention_mask"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]

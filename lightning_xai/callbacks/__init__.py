@@ -1,7 +1,8 @@
 """Lightning callbacks: the only layer that talks to the ``Trainer`` and its loggers."""
 
 from lightning_xai.callbacks.attribution_monitor import AttributionMonitor
+from lightning_xai.callbacks.batch import BatchSpec
 from lightning_xai.callbacks.embedding_projector import EmbeddingProjector
 from lightning_xai.callbacks.gate import InterpretabilityGate
 
-__all__ = ["AttributionMonitor", "EmbeddingProjector", "InterpretabilityGate"]
+__all__ = ["AttributionMonitor", "BatchSpec", "EmbeddingProjector", "InterpretabilityGate"]

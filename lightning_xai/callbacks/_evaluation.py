@@ -1,6 +1,10 @@
 """One evaluation of the monitor: explain the probe with every explainer, then score each explanation.
 
-Pure of Lightning: it takes a module and a probe and returns what to log, so hooks stay thin.
+Pure of Lightning: it takes a module and a probe and returns what to log, so hooks stay thin. Padding (positions
+where the probe's ``attention_mask`` is 0) gets exactly zero attribution and is left out of every score: metrics
+run per group of equally long sequences on their real tokens (for right-padded sequences, the common case; with
+padding elsewhere they run on the full length with padding's attribution 0), and stability and agreement compare
+real tokens only.
 """
 
 from __future__ import annotations
@@ -9,83 +13,134 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from lightning_xai.attribution import DecisionPaths, Explainer, explanation_mode, gradient_scope
+from lightning_xai.attribution import Explainer, explanation_mode, gradient_scope
+from lightning_xai.attribution._model import Extras, Packing, as_tuple
 from lightning_xai.attribution.attention import attention_maps
-from lightning_xai.callbacks._probe import Probe
+from lightning_xai.callbacks._explained import Attributions, Explained, Segments, token_scores
+from lightning_xai.callbacks._paths import PathSummary, explain_paths, summarise_paths
 from lightning_xai.metrics import AttributionMetric, DeletionAUC, ExplanationBatch, InsertionAUC
 from lightning_xai.metrics.functional import completeness_error, rank_correlation
 
-__all__ = ["Evaluation", "PathSummary", "evaluate", "first_sample_attention", "summarise_paths", "token_scores"]
+__all__ = [
+    "Evaluation",
+    "Explained",
+    "PathSummary",
+    "Segments",
+    "evaluate",
+    "explain_paths",
+    "first_sample_attention",
+    "is_out_of_memory",
+    "summarise_paths",
+    "token_scores",
+]
 
 #: Called with (what failed, the exception); re-raises in strict mode, else warns once.
 OnError = Callable[[str, Exception], None]
+Warn = Callable[[str, str], None]
 
 
 @dataclass
 class Evaluation:
-    """What one evaluation produced: finite scalars, attributions per explainer, curves per explainer."""
+    """What one evaluation produced: finite scalars, and per explained tag its attributions, explainer and curves."""
 
     scalars: dict[str, float | Tensor] = field(default_factory=dict)
-    attributions: dict[str, Tensor] = field(default_factory=dict)
+    attributions: dict[str, Attributions] = field(default_factory=dict)
+    explainers: dict[str, Explainer] = field(default_factory=dict)
     curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+
+    def update(self, other: Evaluation) -> None:
+        """Take ``other``'s entries."""
+        for mine, theirs in zip(vars(self).values(), vars(other).values(), strict=True):
+            mine.update(theirs)
 
 
 def evaluate(
-    model: nn.Module,
-    probe: Probe,
+    explained: Explained,
     target: Tensor,
     explainers: dict[str, Explainer],
     metrics: dict[str, list[AttributionMetric]],
-    previous: dict[str, Tensor],
+    previous: dict[str, Attributions],
     agreement: bool,
     on_error: OnError,
-    warn: Callable[[str, str], None],
+    warn: Warn,
+    suffix: str = "",
 ) -> Evaluation:
-    """Explain ``probe`` with each explainer and score it with that explainer's due metrics.
+    """Explain the probe with each explainer and score it with that explainer's due metrics.
 
     Args:
-        model: the module (explained in eval mode; all training state restored afterwards).
-        probe: the samples, on the model's device.
-        target: class index per sample.
+        explained: the model adapter and the probe, on the model's device.
+        target: target index per sample.
         explainers: name → explainer.
         metrics: explainer name → the metric instances due this evaluation (each explainer has its own).
-        previous: explainer name → its attributions at the previous evaluation (for stability).
+        previous: tag → the attributions at the previous evaluation (for stability).
         agreement: also score the rank agreement of every pair of explainers with maps of the same shape.
         on_error: handles an exception of an explainer or metric.
         warn: ``warn(key, message)`` warns once per key.
+        suffix: appended to each explainer's name in its tags (``"/label_2"`` when several labels are explained).
     """
     result = Evaluation()
-    with explanation_mode(model), gradient_scope(probe.inputs.device):
+    device = as_tuple(explained.inputs)[0].device
+    with explanation_mode(explained.model), gradient_scope(device):
         for name, explainer in explainers.items():
-            start = time.perf_counter()
+            tag, start = f"{name}{suffix}", time.perf_counter()
             try:
-                attr = token_scores(probe.inputs, _explain(name, explainer, model, probe.inputs, target, warn))
-                if not torch.isfinite(attr).all():
-                    raise FloatingPointError("its attributions contain NaN or Inf")
-                baseline = explainer.completeness_baseline(probe.inputs)
-                if baseline is not None:
-                    error = completeness_error(model, probe.inputs, attr, target, baseline, explainer.max_batch_size)
-                    result.scalars[f"xai/{name}/completeness"] = error.mean()
+                attr = _attribute(name, explainer, explained, target, warn)
             except Exception as err:
                 on_error(f"explainer {name!r}", err)
                 continue
-            result.attributions[name] = attr
-            batch = ExplanationBatch(model, explainer, probe.inputs, attr, target, probe.masks)
-            for metric in metrics.get(name, []):
-                _score(metric, name, batch, result, on_error, warn)
-            if name in previous and previous[name].shape == attr.shape:
-                result.scalars[f"xai/{name}/stability"] = rank_correlation(previous[name], attr).mean()
-            result.scalars[f"xai/{name}/time_s"] = time.perf_counter() - start
+            result.attributions[tag], result.explainers[tag] = attr, explainer
+            _completeness(tag, explainer, explained, attr, target, result, on_error)
+            due = metrics.get(name, [])
+            try:
+                batches = _metric_batches(explained, explainer, attr, target) if due else []
+            except Exception as err:
+                on_error(f"metrics of explainer {tag!r}", err)
+                due = []
+            for metric in due:
+                _score(metric, tag, batches, result, on_error, warn)
+            if tag in previous and _shape(previous[tag]) == _shape(attr):
+                result.scalars[f"xai/{tag}/stability"] = _agreement(previous[tag], attr, explained.segments)
+            result.scalars[f"xai/{tag}/time_s"] = time.perf_counter() - start
     if agreement:
         for (a, attr_a), (b, attr_b) in itertools.combinations(result.attributions.items(), 2):
-            if attr_a.shape == attr_b.shape:
-                result.scalars[f"xai/agreement/{a}__{b}"] = rank_correlation(attr_a, attr_b).mean()
+            if _shape(attr_a) == _shape(attr_b):
+                pair = f"{a.removesuffix(suffix)}__{b.removesuffix(suffix)}"
+                result.scalars[f"xai/agreement{suffix}/{pair}"] = _agreement(attr_a, attr_b, explained.segments)
     result.scalars = {tag: value for tag, value in result.scalars.items() if _finite(tag, value, warn)}
     return result
+
+
+def _shape(attributions: Attributions) -> list[tuple[int, ...]]:
+    return [tuple(a.shape) for a in as_tuple(attributions)]
+
+
+def _pack(attributions: Attributions) -> Tensor:
+    return attributions if isinstance(attributions, Tensor) else Packing(attributions).pack(attributions)
+
+
+def _agreement(a: Attributions, b: Attributions, segments: Segments | None) -> Tensor:
+    """Mean Spearman correlation of matching samples (over real tokens only when there is padding)."""
+    if segments is None or not isinstance(a, Tensor):
+        return rank_correlation(_pack(a), _pack(b)).mean()
+    pairs = zip(segments.compact(a), segments.compact(b), strict=True)
+    return torch.cat([rank_correlation(x, y) for x, y in pairs]).mean()
+
+
+def _attribute(name: str, explainer: Explainer, explained: Explained, target: Tensor, warn: Warn) -> Attributions:
+    """The explainer's attributions, one score per token for token ids, exactly 0 at padding; checked finite."""
+    attr = _explain(name, explainer, explained, target, warn)
+    parts = tuple(token_scores(x, a) for x, a in zip(as_tuple(explained.inputs), as_tuple(attr), strict=True))
+    if not all(bool(torch.isfinite(a).all()) for a in parts):
+        raise FloatingPointError("its attributions contain NaN or Inf")
+    if explained.valid is not None and tuple(parts[0].shape[:2]) == tuple(explained.valid.shape):
+        keep = explained.valid.view(*explained.valid.shape, *[1] * (parts[0].dim() - 2))
+        parts = (torch.where(keep, parts[0], torch.zeros((), dtype=parts[0].dtype, device=parts[0].device)),)
+    return parts if isinstance(attr, tuple) else parts[0]
 
 
 _OutOfMemoryError = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
@@ -105,12 +160,10 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and any(phrase in message for phrase in phrases)
 
 
-def _explain(
-    name: str, explainer: Explainer, model: nn.Module, inputs: Tensor, target: Tensor, warn: Callable[[str, str], None]
-) -> Tensor:
+def _explain(name: str, explainer: Explainer, explained: Explained, target: Tensor, warn: Warn) -> Attributions:
     """Run ``explainer``; when it runs out of memory, try once more with half its ``max_batch_size``."""
     try:
-        return explainer(model, inputs, target)
+        return explainer(explained.model, explained.inputs, target, **explained.extras)
     except Exception as err:
         if not is_out_of_memory(err) or explainer.max_batch_size == 1:
             raise
@@ -124,113 +177,118 @@ def _explain(
         f"{explainer.max_batch_size}. Lower its max_batch_size to avoid the failed attempt",
     )
     try:
-        return explainer(model, inputs, target)
+        return explainer(explained.model, explained.inputs, target, **explained.extras)
     finally:
         explainer.max_batch_size = original
 
 
-def token_scores(inputs: Tensor, attributions: Tensor) -> Tensor:
-    """One score per token for attributions of integer inputs taken at an embedding layer; others unchanged.
+class _Packed(nn.Module):
+    """Several inputs as one packed ``[B, N]`` tensor, so metrics written for one tensor score a tuple."""
 
-    Attributions ``[B, T, D]`` of token ids ``[B, T]`` are summed over the embedding dimensions (Sundararajan et
-    al. 2017 and Captum's text tutorials sum Integrated Gradients over the embedding the same way).
+    def __init__(self, model: nn.Module, packing: Packing) -> None:
+        super().__init__()
+        self.model, self.packing = model, packing
+        self.task = getattr(model, "task", None)
 
-    Example:
-        >>> token_scores(torch.zeros(1, 3, dtype=torch.long), torch.ones(1, 3, 4)).tolist()
-        [[4.0, 4.0, 4.0]]
-    """
-    dims = inputs.dim()
-    if inputs.is_floating_point() or attributions.dim() <= dims or attributions.shape[:dims] != inputs.shape:
-        return attributions
-    return attributions.flatten(dims).sum(dim=-1)
+    def forward(self, packed: Tensor, **extras: Any) -> Any:
+        """The model's output for the unpacked inputs."""
+        return self.model(*self.packing.unpack(packed), **extras)
 
 
-def first_sample_attention(model: nn.Module, inputs: Tensor) -> list[Tensor]:
+def _metric_batches(
+    explained: Explained, explainer: Explainer, attr: Attributions, target: Tensor
+) -> list[ExplanationBatch]:
+    """What the metrics score: the probe, packed for several inputs, split into real-token groups for padding."""
+    task = explainer.task if explainer.task is not None else explained.task
+    model, inputs, masks, extras = explained.model, explained.inputs, explained.masks, explained.extras
+    if isinstance(inputs, tuple):
+        packing = Packing(inputs)
+        model, inputs, attr = _Packed(model, packing), packing.pack(inputs), _pack(attr)
+    segments = explained.segments
+    if segments is None or not segments.prefix or tuple(attr.shape[:2]) != tuple(segments.valid.shape):
+        return [ExplanationBatch(model, explainer, inputs, attr, target, masks, extras, task)]
+    parts = [segments.compact(t) for t in (inputs, attr, target)]
+    parts.append([None] * len(segments.groups) if masks is None else segments.compact(masks))
+    compacted = [segments.compact(value) for value in extras.values()]
+    kwargs = [dict(zip(extras, group, strict=True)) for group in zip(*compacted, strict=True)]
+    kwargs = kwargs or [{}] * len(segments.groups)
+    groups = zip(*parts, kwargs, strict=True)
+    return [ExplanationBatch(model, explainer, *group, extra, task) for *group, extra in groups]
+
+
+def _completeness(
+    tag: str,
+    explainer: Explainer,
+    explained: Explained,
+    attr: Attributions,
+    target: Tensor,
+    result: Evaluation,
+    on_error: OnError,
+) -> None:
+    model, inputs = explained.model, explained.inputs
+    if isinstance(inputs, tuple):
+        packing = Packing(inputs)
+        model, inputs, attr = _Packed(model, packing), packing.pack(inputs), _pack(attr)
+    try:
+        baseline = explainer.completeness_baseline(inputs)
+        if baseline is None:
+            return
+        task = explainer.task if explainer.task is not None else explained.task
+        error = completeness_error(
+            model, inputs, attr, target, baseline, explainer.max_batch_size, task=task, forward_kwargs=explained.extras
+        )
+    except Exception as err:
+        on_error(f"completeness of explainer {tag!r}", err)
+        return
+    result.scalars[f"xai/{tag}/completeness"] = error.mean()
+
+
+def first_sample_attention(model: nn.Module, inputs: Tensor, **forward_kwargs: Any) -> list[Tensor]:
     """Every attention layer's per-head weights ``[heads, T, S]`` for the first sample of ``inputs``, in call order.
 
-    The model runs in eval mode with all training state restored afterwards, like the explainers.
+    ``forward_kwargs`` (e.g. ``attention_mask``) are passed with the first sample's rows. The model runs in eval
+    mode with all training state restored afterwards, like the explainers.
     """
+    first = Extras(forward_kwargs, inputs.shape[0]).take(torch.zeros(1, dtype=torch.long, device=inputs.device))
     with explanation_mode(model), torch.no_grad(), attention_maps(model) as maps:
-        model(inputs[:1])
+        model(inputs[:1], **first)
     return [weights[0] for weights in maps]
-
-
-@dataclass
-class PathSummary:
-    """What the decision paths showed: each layer's share of the attribution and its units' mean per class."""
-
-    shares: dict[str, Tensor]
-    per_class: dict[str, Tensor]
-    classes: list[int]
-
-
-def unit_scores(attributions: Tensor) -> Tensor:
-    """One score per unit ``[B, U]``.
-
-    Units are the channels of conv maps ``[B, C, H, W]`` (summed over space), the features of token maps
-    ``[B, T, D]`` (summed over tokens) and the neurons of ``[B, D]``; other shapes are flattened.
-
-    Example:
-        >>> unit_scores(torch.ones(2, 3, 4, 4)).tolist()
-        [[16.0, 16.0, 16.0], [16.0, 16.0, 16.0]]
-    """
-    if attributions.dim() == 4:
-        return attributions.sum(dim=(2, 3))
-    if attributions.dim() == 3:
-        return attributions.sum(dim=1)
-    return attributions.flatten(1)
-
-
-def summarise_paths(model: nn.Module, inputs: Tensor, target: Tensor, paths: DecisionPaths) -> PathSummary:
-    """Run ``paths`` on the probe and reduce it to what the monitor logs.
-
-    A layer's *share* is its total ``|attribution|`` divided by the total over all listed layers, per sample, then
-    averaged over the probe. With conductance every layer that cuts the network carries the same *signed* total
-    (the path integral ``F(x) - F(x')``, Dhamdhere et al. 2018), so shares near ``1 / layers`` are expected and a
-    layer's larger share means more evidence for and against the class cancelling inside it; with activation x
-    gradient the totals differ by layer and the share says where the first-order evidence concentrates.
-    ``per_class`` holds, per layer, the mean unit score over the probe samples of each target class present.
-    """
-    with explanation_mode(model), gradient_scope(inputs.device):
-        attributions = paths(model, inputs, target)
-    units = {name: unit_scores(attr).double() for name, attr in attributions.items()}
-    totals = {name: u.abs().sum(dim=1) for name, u in units.items()}
-    overall = torch.stack(list(totals.values())).sum(dim=0).clamp(min=1e-300)
-    shares = {name: (total / overall).mean() for name, total in totals.items()}
-    classes = sorted(set(target.tolist()))
-    per_class = {name: torch.stack([u[target == c].mean(dim=0) for c in classes]) for name, u in units.items()}
-    return PathSummary(shares, per_class, classes)
 
 
 def _score(
     metric: AttributionMetric,
-    name: str,
-    batch: ExplanationBatch,
+    tag: str,
+    batches: list[ExplanationBatch],
     result: Evaluation,
     on_error: OnError,
-    warn: Callable[[str, str], None],
+    warn: Warn,
 ) -> None:
-    if metric.needs_masks and batch.masks is None:
+    if metric.needs_masks and batches[0].masks is None:
         warn(
             f"masks:{metric.name}",
             f"AttributionMonitor: metric {metric.name!r} needs ground-truth masks, but validation batches gave none; "
             "it is skipped. Set mask_key (or return masks from batch_fn)",
         )
         return
+    curve = None
     try:
         metric.reset()
-        metric.update_from(batch)
+        for batch in batches:
+            metric.update_from(batch)
+            if isinstance(metric, DeletionAUC | InsertionAUC):
+                part = metric.last_curve * batch.target.shape[0]
+                curve = part if curve is None else curve + part
         value = metric.compute()
     except Exception as err:
-        on_error(f"metric {metric.name!r} of explainer {name!r}", err)
+        on_error(f"metric {metric.name!r} of explainer {tag!r}", err)
         return
-    result.scalars[f"xai/{name}/{metric.name}"] = value
-    if isinstance(metric, DeletionAUC | InsertionAUC):
+    result.scalars[f"xai/{tag}/{metric.name}"] = value
+    if curve is not None:
         label = "deletion" if isinstance(metric, DeletionAUC) else "insertion"
-        result.curves.setdefault(name, {})[label] = metric.last_curve
+        result.curves.setdefault(tag, {})[label] = curve / sum(b.target.shape[0] for b in batches)
 
 
-def _finite(tag: str, value: float | Tensor, warn: Callable[[str, str], None]) -> bool:
+def _finite(tag: str, value: float | Tensor, warn: Warn) -> bool:
     if bool(torch.isfinite(torch.as_tensor(value))):
         return True
     warn(f"nan:{tag}", f"AttributionMonitor: {tag} is not finite this evaluation; it is not logged")

@@ -18,7 +18,8 @@ from lightning_xai.attribution import explanation_mode
 from lightning_xai.attribution._base import check_positive_int, row_chunks
 from lightning_xai.attribution._layers import OutputAdapter, capture_output, find_module
 from lightning_xai.callbacks._loggers import tensorboard_writers
-from lightning_xai.callbacks._probe import BatchFn, Probe, ProbeCollector, split_batch
+from lightning_xai.callbacks._probe import Probe, ProbeCollector
+from lightning_xai.callbacks.batch import BatchFn, split_batch
 from lightning_xai.render import input_to_rgb
 
 __all__ = ["EmbeddingProjector"]
@@ -114,8 +115,8 @@ class EmbeddingProjector(Callback):
             return
         if self._collector is None:
             self._collector = ProbeCollector(self.num_samples)
-        inputs, labels, _ = split_batch(batch, self.input_key, self.target_key, None, self.batch_fn)
-        self._collector.add(Probe(inputs, labels, None))
+        found = split_batch(batch, self.input_key, self.target_key, None, self.batch_fn)
+        self._collector.add(Probe(found.inputs, found.labels))
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
