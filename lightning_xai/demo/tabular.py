@@ -29,16 +29,25 @@ class BreastCancerDataModule(TensorDataModule):
         val_fraction: share of the samples held out for validation, in (0, 1).
         seed: seed of the split.
         num_workers: dataloader worker processes.
+        float_labels: labels as float32 0.0/1.0 (what ``BCEWithLogitsLoss`` takes, for a one-logit head such as
+            :class:`~lightning_xai.demo.BinaryTabularMLP`) instead of int64 class indices.
     """
 
     num_classes = 2
     num_features = 30
 
-    def __init__(self, batch_size: int = 64, val_fraction: float = 0.25, seed: int = 0, num_workers: int = 0) -> None:
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.25,
+        seed: int = 0,
+        num_workers: int = 0,
+        float_labels: bool = False,
+    ) -> None:
         super().__init__(batch_size, num_workers)
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1); got {val_fraction!r}")
-        self.val_fraction, self.seed = val_fraction, seed
+        self.val_fraction, self.seed, self.float_labels = val_fraction, seed, float_labels
         self.feature_names: list[str] = []
 
     def setup(self, stage: str | None = None) -> None:
@@ -51,7 +60,7 @@ class BreastCancerDataModule(TensorDataModule):
             raise ImportError('BreastCancerDataModule needs scikit-learn: pip install "lightning-xai[demo]"') from err
         table = load_breast_cancer()
         features = torch.tensor(table.data, dtype=torch.float32)
-        labels = torch.tensor(table.target, dtype=torch.long)
+        labels = torch.tensor(table.target, dtype=torch.float32 if self.float_labels else torch.long)
         self.feature_names = [str(name) for name in table.feature_names]
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
         num_val = int(round(self.val_fraction * len(labels)))
