@@ -1,0 +1,162 @@
+"""DeepLift, DeepLiftShap, Guided Backprop, Deconvolution, Guided Grad-CAM and RISE against Captum and their floors.
+
+Model: the demo SmallCNN on 1x32x32 inputs, 10 classes, 32 samples, 2 threads. Every case runs its three contenders
+(ours, Captum, the floor) in turn, `--repeats` rounds interleaved so that a change of machine load hits all three,
+and reports medians. The floors are the model's own cost for the passes a method needs:
+
+* DeepLift: one forward of the 2B rows (inputs and references in one batch, as the method runs them) and the
+  backward to the inputs (`torch.autograd.grad`, no weight gradients; it runs through all 2B rows); DeepLiftShap
+  with K references: the same on 2KB rows. The last line shows what that floor would be if the references ran
+  apart, without gradient.
+* Guided Backprop, Deconvolution: forward and input-gradient backward of the B rows; Guided Grad-CAM: twice that
+  (Grad-CAM's pass and the guided pass).
+* RISE with N masks: forwards of the N * B masked rows, `max_batch_size` (128) at a time, without gradients.
+
+    python benchmarks/methods.py [--repeats 5] [--threads 2] [--only deeplift rise ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import captum.attr as ca
+import torch
+
+from lightning_xai.attribution import RISE, Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCAM
+from lightning_xai.demo import SmallCNN
+
+BATCH = 32
+RISE_MASKS = 1000
+ROWS_PER_CALL = 128
+
+warnings.filterwarnings("ignore", message="Setting (forward, )?backward hooks")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(contenders: dict[str, Callable[[], object] | None], repeats: int) -> dict[str, float]:
+    """Median seconds of each contender, measured in interleaved rounds after one warm-up call each."""
+    runs = {name: fn for name, fn in contenders.items() if fn is not None}
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", help="run only the cases whose name starts with one of these")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=10).eval()
+    x = torch.randn(BATCH, 1, 32, 32)
+    target = model(x).argmax(1).detach()
+    refs = torch.randn(4, 1, 32, 32)
+
+    def gradient_floor(rows: torch.Tensor, attributed: int, passes: int = 1) -> Callable[[], None]:
+        """Forward ``rows`` and differentiate the first ``attributed`` rows' target scores to those rows."""
+        labels = target.repeat(rows.shape[0] // BATCH)[:attributed]
+
+        def run() -> None:
+            for _ in range(passes):
+                head = rows[:attributed].detach().requires_grad_(True)
+                out = model(torch.cat([head, rows[attributed:]]))
+                torch.autograd.grad(out[:attributed].gather(1, labels[:, None]).sum(), head)
+
+        return run
+
+    def forward_floor(total_rows: int) -> Callable[[], None]:
+        chunk = x.repeat(ROWS_PER_CALL // BATCH, 1, 1, 1)
+
+        def run() -> None:
+            with torch.no_grad():
+                for start in range(0, total_rows, ROWS_PER_CALL):
+                    model(chunk[: min(ROWS_PER_CALL, total_rows - start)])
+
+        return run
+
+    pairs = torch.cat([x, torch.zeros_like(x)])
+    shap_pairs = torch.cat([x.repeat_interleave(4, 0), refs.repeat(BATCH, 1, 1, 1)])
+    # name: (ours, captum, floor, what the floor is)
+    cases: dict[str, tuple[Callable, Callable | None, Callable, str]] = {
+        "deeplift": (
+            lambda: DeepLift()(model, x, target),
+            lambda: ca.DeepLift(model).attribute(x, target=target),
+            gradient_floor(pairs, BATCH),
+            "fwd 2B + bwd",
+        ),
+        "deeplift_shap (4 references)": (
+            lambda: DeepLiftShap(refs)(model, x, target),
+            lambda: ca.DeepLiftShap(model).attribute(x, baselines=refs, target=target),
+            gradient_floor(shap_pairs, 4 * BATCH),
+            "fwd 8B + bwd",
+        ),
+        "guided_backprop": (
+            lambda: GuidedBackprop()(model, x, target),
+            lambda: ca.GuidedBackprop(model).attribute(x, target=target),
+            gradient_floor(x, BATCH),
+            "fwd B + bwd",
+        ),
+        "deconvolution": (
+            lambda: Deconvolution()(model, x, target),
+            lambda: ca.Deconvolution(model).attribute(x, target=target),
+            gradient_floor(x, BATCH),
+            "fwd B + bwd",
+        ),
+        "guided_gradcam (features.3)": (
+            lambda: GuidedGradCAM("features.3")(model, x, target),
+            lambda: ca.GuidedGradCam(model, model.features[3]).attribute(x, target=target),
+            gradient_floor(x, BATCH, passes=2),
+            "2 x (fwd B + bwd)",
+        ),
+        f"rise ({RISE_MASKS} masks)": (
+            lambda: RISE(masks=RISE_MASKS, cell=8)(model, x, target),
+            None,
+            forward_floor(RISE_MASKS * BATCH),
+            f"fwd {RISE_MASKS}B, no grad",
+        ),
+    }
+    rounds = f"medians of {args.repeats} interleaved rounds"
+    print(f"SmallCNN, {BATCH} samples of 1x32x32, {args.threads} threads, {rounds}\n")
+    columns = ("ours", "captum", "floor", "ours/floor", "captum/ours")
+    print(f"{'method (seconds)':30s} " + " ".join(f"{c:>11s}" for c in columns) + "  floor")
+    for name, (ours, captum, floor, what) in cases.items():
+        if args.only and not any(name.startswith(prefix) for prefix in args.only):
+            continue
+        repeats = max(1, args.repeats // 2) if name.startswith("rise") else args.repeats
+        t = interleaved({"ours": ours, "captum": captum, "floor": floor}, repeats)
+        t_captum = t.get("captum", float("nan"))
+        print(
+            f"{name:30s} {t['ours']:11.3f} {t_captum:11.3f} {t['floor']:11.3f} {t['ours'] / t['floor']:11.2f} "
+            f"{t_captum / t['ours']:11.2f}  {what}",
+            flush=True,
+        )
+
+    def references_without_gradient() -> None:
+        with torch.no_grad():
+            model(torch.zeros_like(x))
+        gradient_floor(x, BATCH)()
+
+    t = interleaved({"concatenated": gradient_floor(pairs, BATCH), "split": references_without_gradient}, args.repeats)
+    print(
+        f"\nDeepLift's floor with the references run apart without gradient (fwd B no grad + fwd B + bwd B): "
+        f"{t['split']:.3f} s, {t['split'] / t['concatenated']:.2f} x the concatenated batch's"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,415 @@
+"""DeepLIFT's rescale rule on the non-linear modules of a model, and the diagnosis of what it cannot handle.
+
+The model runs on a concatenated batch ``[inputs; references]`` (``2R`` rows, row ``r`` and row ``R + r`` paired).
+While :func:`rescale_rules` is active, every module of a type in :data:`RULES` returns its own output, but
+wrapped in an autograd function whose backward is DeepLIFT's multiplier instead of the local gradient
+(Shrikumar et al. 2017; Ancona et al. 2018 for the gradient formulation): ``Δy/Δx`` where ``|Δx| >= eps`` and
+the gradient elsewhere, as Captum's ``DeepLift`` does, for the input rows; the reference rows get no gradient. The
+rules are local to each call of a module, so a module used twice gets a rule per use. Modules of a known non-linear type
+without a rule (:data:`UNSUPPORTED`) refuse to run. Non-linearities computed by function calls are not hooked:
+:func:`unhandled_functions` names them after the summation-to-delta check has failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["RULES", "UNSUPPORTED", "RuleState", "derivative", "rescale_rules", "supported_names", "unhandled_functions"]
+
+_ELEMENTWISE = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus)
+_POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
+
+
+def _optional(*names: str) -> tuple[type[nn.Module], ...]:
+    return tuple(getattr(nn, name) for name in names if hasattr(nn, name))
+
+
+#: Non-linear ``torch.nn`` module types that have no rule: refused when called (matched with ``isinstance``).
+UNSUPPORTED: tuple[type[nn.Module], ...] = _optional(
+    "GELU", "SiLU", "Mish", "Hardswish", "Hardsigmoid", "Hardtanh", "ReLU6", "RReLU", "PReLU", "SELU", "CELU",
+    "GLU", "LogSigmoid", "Softsign", "Tanhshrink", "Softshrink", "Hardshrink", "Threshold", "Softmin", "Softmax2d",
+    "LogSoftmax", "MultiheadAttention", "LayerNorm", "GroupNorm", "RMSNorm", "LocalResponseNorm", "CrossMapLRN2d",
+    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "AdaptiveMaxPool1d", "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d", "FractionalMaxPool2d", "FractionalMaxPool3d", "LPPool1d", "LPPool2d", "LPPool3d",
+    "RNNBase", "RNNCellBase", "Bilinear",
+)  # fmt: skip
+
+#: Function names (as ``__torch_function__`` sees them) reported when called outside a module with a rule.
+_NONLINEAR_FUNCTIONS = frozenset(
+    "relu relu_ gelu silu mish sigmoid sigmoid_ tanh tanh_ softplus elu elu_ leaky_relu leaky_relu_ selu celu "
+    "hardswish hardsigmoid hardtanh hardtanh_ relu6 glu logsigmoid softsign softmax log_softmax softmin "
+    "max_pool1d max_pool2d max_pool3d max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices "
+    "adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d layer_norm group_norm rms_norm instance_norm "
+    "normalize exp exp_ log log_ sqrt rsqrt pow pow_ __pow__ abs abs_ clamp clamp_ clamp_min clamp_max clip "
+    "maximum minimum max min amax amin erf sin cos square scaled_dot_product_attention".split()
+)
+_PRODUCTS = frozenset("mul mul_ __mul__ __rmul__ __imul__ div div_ __truediv__ matmul __matmul__ bmm einsum".split())
+
+
+class RuleState:
+    """What the hooks share during one model call: ``eps``, the inputs in flight, and the softmax rule's defect.
+
+    ``defect[r]`` is what the softmax normalisation adds to the sum of pair ``r``'s contributions (see
+    :func:`rescale_rules`), accumulated by the backward pass; ``depth`` counts the modules with a rule whose
+    forward is running (the diagnosis ignores the functions they call).
+    """
+
+    def __init__(self, eps: float) -> None:
+        self.eps = eps
+        #: Rows of the batch of pairs being run (``None``: any even first dimension).
+        self.rows: int | None = None
+        self.depth = 0
+        self.defect: Tensor | None = None
+        self._inputs: dict[int, list[Tensor]] = {}
+        self._scratch: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+
+    def scratch(self, like: Tensor, slot: str, dtype: torch.dtype | None = None) -> Tensor:
+        """A buffer shaped like ``like``, reused by every rule for temporaries that do not outlive it.
+
+        On CPU each fresh activation-sized tensor costs its page faults, which for element-wise rules cost more than
+        the arithmetic; reusing the memory keeps the rules' overhead close to the model's own.
+        """
+        key = (slot, dtype or like.dtype, like.device)
+        buffer = self._scratch.get(key)
+        if buffer is None or buffer.numel() < like.numel():
+            buffer = self._scratch[key] = torch.empty(like.numel(), dtype=key[1], device=like.device)
+        return buffer[: like.numel()].view(like.shape)
+
+    def reset(self) -> None:
+        """Forget the previous call (also after an error inside a forward)."""
+        self.depth, self.defect, self._inputs = 0, None, {}
+
+    def add_defect(self, value: Tensor) -> None:
+        """Add a per-pair term to the defect."""
+        self.defect = value if self.defect is None else self.defect + value
+
+
+def supported_names() -> str:
+    """The module types with a rule, for messages."""
+    return ", ".join(f"nn.{t.__name__}" for t in RULES)
+
+
+@contextlib.contextmanager
+def rescale_rules(model: nn.Module, eps: float = 1e-10) -> Iterator[RuleState]:
+    """Apply DeepLIFT's rules to ``model``'s modules inside the block; every hook is removed on exit, also on error.
+
+    Modules of an :data:`UNSUPPORTED` type raise a ValueError naming them as soon as they are called.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+        >>> x, ref = torch.tensor([[1.0, -2.0]], requires_grad=True), torch.zeros(1, 2)
+        >>> with rescale_rules(net):
+        ...     out = net(torch.cat([x, ref]))
+        >>> (grad,) = torch.autograd.grad(out[0].sum() + out[1].sum(), x)
+        >>> torch.allclose((grad * x).sum(), out[0].sum() - out[1].sum()), len(net[1]._forward_hooks)
+        (True, 0)
+    """
+    state = RuleState(eps)
+    handles = []
+    try:
+        for name, module in model.named_modules():
+            rule = RULES.get(type(module))
+            if rule is not None:
+                handles.append(module.register_forward_pre_hook(_stash_input(state)))
+                handles.append(module.register_forward_hook(_apply_rule(state, rule)))
+            elif isinstance(module, UNSUPPORTED):
+                handles.append(module.register_forward_pre_hook(_refuse(name)))
+        yield state
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _stash_input(state: RuleState) -> Callable[[nn.Module, tuple[Any, ...]], Any]:
+    def hook(module: nn.Module, args: tuple[Any, ...]) -> Any:
+        if not args or not isinstance(args[0], Tensor):
+            raise ValueError(f"DeepLift's rule for nn.{type(module).__name__} needs a tensor input")
+        state.depth += 1
+        x = args[0]
+        state._inputs.setdefault(id(module), []).append(x)
+        if getattr(module, "inplace", False):  # the module overwrites its input: keep the original for the rule
+            return (x.clone(), *args[1:])
+        return None
+
+    return hook
+
+
+def _apply_rule(state: RuleState, rule: Callable[..., Tensor]) -> Callable[[nn.Module, Any, Any], Any]:
+    def hook(module: nn.Module, _args: Any, output: Any) -> Any:
+        x = state._inputs[id(module)].pop()
+        try:  # still inside the module for the diagnosis: the rule's own operations are not the model's
+            # Tensors that are not the batch of pairs (a parameter through an activation, a sequence-first layout)
+            # keep their gradient; if they depend on the inputs, the summation-to-delta check refuses the result.
+            rows = state.rows if state.rows is not None else x.shape[0] + x.shape[0] % 2
+            if not x.requires_grad or not x.dim() or x.shape[0] != rows:
+                return None
+            if isinstance(output, tuple):  # max pooling with return_indices=True
+                return (rule(module, x, output[0].detach(), state, output[0]), *output[1:])
+            return rule(module, x, output.detach(), state, output)
+        finally:
+            state.depth -= 1
+
+    return hook
+
+
+def _refuse(name: str) -> Callable[[nn.Module, Any], None]:
+    def hook(module: nn.Module, _args: Any) -> None:
+        raise ValueError(
+            f"DeepLift has no rule for nn.{type(module).__name__} (module {name!r}), so its attributions would not be "
+            f"DeepLIFT's; the rescale rule covers {supported_names()}. Use IntegratedGradients or GradientShap, which "
+            "need no rule per non-linearity"
+        )
+
+    return hook
+
+
+def _halves(x: Tensor) -> tuple[Tensor, Tensor]:
+    half = x.shape[0] // 2
+    return x[:half], x[half:]
+
+
+def derivative(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """The local derivative ``f'(x)`` of an element-wise module with a rule, from its input and output.
+
+    Example:
+        >>> derivative(nn.Tanh(), torch.zeros(2), torch.zeros(2))
+        tensor([1., 1.])
+    """
+    if isinstance(module, nn.ReLU):
+        return (x > 0).to(x.dtype)
+    if isinstance(module, nn.LeakyReLU):
+        return torch.where(x > 0, 1.0, module.negative_slope).to(x.dtype)
+    if isinstance(module, nn.ELU):
+        return torch.where(x > 0, 1.0, module.alpha * torch.exp(x)).to(x.dtype)
+    if isinstance(module, nn.Sigmoid):
+        return y * (1 - y)
+    if isinstance(module, nn.Tanh):
+        return 1 - y * y
+    if isinstance(module, nn.Softplus):
+        z = x * module.beta
+        return torch.where(z > module.threshold, 1.0, torch.sigmoid(z)).to(x.dtype)
+    raise TypeError(f"no derivative for {type(module).__name__}")
+
+
+def _differences(x: Tensor, state: RuleState) -> tuple[Tensor, Tensor, bool]:
+    """``Δx`` of each pair, the mask where ``|Δx| < eps``, and whether there are any, in the state's scratch buffers.
+
+    The mask is only computed (and meaningful) if there are any. Ratios divided by ``Δx`` are not finite where it
+    vanishes: the callers replace them by the fallback there.
+    """
+    x_in, x_ref = _halves(x)
+    dx = torch.sub(x_in, x_ref, out=state.scratch(x_in, "difference"))
+    magnitude = torch.abs(dx, out=state.scratch(x_in, "magnitude"))
+    if not magnitude.numel() or float(magnitude.amin()) >= state.eps:  # the usual case: one cheap reduction
+        return dx, magnitude, False
+    return dx, torch.lt(magnitude, state.eps, out=state.scratch(x_in, "small", torch.bool)), True
+
+
+# The rules compute the gradient of the input rows from the gradient of the input rows alone; the reference rows
+# get none (only the inputs are attributed, and every layer in between treats rows independently). Captum's rules
+# also send gradients down the reference rows, and where |Δx| < eps they differ from the inputs' (each half takes
+# its own gradient there): a max-pooling rule further down, which reads both halves, then breaks summation-to-delta.
+# Temporaries are updated in place or kept in the state's scratch buffers (see RuleState.scratch).
+
+
+def _input_rows_only(grad: Tensor, grad_in: Tensor) -> Tensor:
+    out = torch.empty_like(grad)
+    first, second = _halves(out)
+    first.copy_(grad_in)
+    second.zero_()
+    return out
+
+
+class _Multiply(torch.autograd.Function):
+    """Returns the module's output (``box[0]``); the input rows' gradient is ``grad * multiplier``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, multiplier: Tensor, box: list[Tensor]) -> Tensor:
+        ctx.save_for_backward(multiplier)
+        return box[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        (multiplier,) = ctx.saved_tensors
+        out = torch.empty_like(grad)
+        first, second = _halves(out)
+        torch.mul(_halves(grad)[0], multiplier, out=first)
+        second.zero_()
+        return out, None, None
+
+
+def _elementwise(module: nn.Module, x: Tensor, y: Tensor, state: RuleState, _output: Tensor) -> Tensor:
+    with torch.no_grad():
+        xd = x.detach()
+        dx, small, any_small = _differences(xd, state)
+        y_in, y_ref = _halves(y)
+        multiplier = torch.sub(y_in, y_ref).div_(dx)
+        if any_small:  # the gradient there (Captum's fallback)
+            fallback = derivative(module, _halves(xd)[0], y_in)
+            multiplier = torch.where(small, fallback, multiplier, out=multiplier)
+    return _Multiply.apply(x, multiplier, [y])
+
+
+class _SoftmaxRule(torch.autograd.Function):
+    """Captum's softmax rule per pair: the rescaled gradient minus its mean over the pair's elements."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, ratio: Tensor, small: Tensor, dx_sum: Tensor, box: list[Any]) -> Tensor:
+        y, dim, state = box
+        ctx.save_for_backward(ratio, small, dx_sum, _halves(y)[0])
+        ctx.dim, ctx.state, ctx.any_small = dim, state, bool(small.any())
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        ratio, small, dx_sum, y_in = ctx.saved_tensors
+        grad_in = _halves(grad)[0]
+        rescaled = grad_in * ratio
+        if ctx.any_small:
+            true = y_in * (grad_in - (grad_in * y_in).sum(ctx.dim, keepdim=True))
+            rescaled = torch.where(small, true, rescaled)
+        flat = rescaled.reshape(rescaled.shape[0], -1)
+        mean = flat.mean(1)
+        ctx.state.add_defect(-mean * dx_sum)
+        return _input_rows_only(grad, (flat - mean[:, None]).view(rescaled.shape)), None, None, None, None
+
+
+def _softmax(module: nn.Softmax, x: Tensor, y: Tensor, state: RuleState, _output: Tensor) -> Tensor:
+    dim = module.dim
+    if dim is None:  # the legacy implicit dimension of F.softmax
+        dim = 0 if x.dim() in (0, 1, 3) else 1
+    if dim % x.dim() == 0:
+        raise ValueError(
+            f"DeepLift cannot explain nn.Softmax(dim={module.dim}) on inputs of shape {list(x.shape)}: it normalises "
+            "over the batch dimension. Give the softmax an explicit dim over the classes"
+        )
+    with torch.no_grad():
+        dx, small, any_small = _differences(x.detach(), state)
+        small = small.clone() if any_small else torch.zeros_like(dx, dtype=torch.bool)
+        y_in, y_ref = _halves(y)
+        dx_sum = dx.masked_fill(small, 0.0).flatten(1).sum(1)
+        ratio = (y_in - y_ref) / dx.masked_fill(small, 1.0)
+    return _SoftmaxRule.apply(x, ratio, small, dx_sum, [y, dim, state])
+
+
+class _MaxPoolRule(torch.autograd.Function):
+    """Captum's max-pooling rule; contributions of overlapping windows that share a maximum are added.
+
+    ``Δy = (max(y, y') - y') + (y - max(y, y'))``: the first part is routed to the input's maxima, the second to the
+    reference's, through the backward of the pooling itself (the module's own graph, which holds the indices), then
+    divided by ``Δx`` (computed again in the backward pass, in scratch memory).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weights: Tensor, box: list[Any]) -> Tensor:
+        ctx.save_for_backward(weights)
+        ctx.box = box[1:]
+        return box[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        (weights,) = ctx.saved_tensors
+        pooled, pool_input, state = ctx.box
+        with torch.no_grad():
+            dx, small, any_small = _differences(pool_input.detach(), state)
+        grad_in = _halves(grad)[0]
+        routed = weights.view(2, *grad_in.shape).mul_(grad_in).view(grad.shape)
+        (spread,) = torch.autograd.grad(pooled, pool_input, routed, retain_graph=any_small)
+        first, second = _halves(spread)
+        first.add_(second).div_(dx)
+        if any_small:  # the gradient there (Captum's fallback); the routing buffer is free again
+            routed_in, routed_ref = _halves(routed)
+            routed_in.copy_(grad_in)
+            routed_ref.zero_()
+            (true,) = torch.autograd.grad(pooled, pool_input, routed)
+            torch.where(small, _halves(true)[0], first, out=first)
+        second.zero_()
+        return spread, None, None
+
+
+def _maxpool(module: nn.Module, x: Tensor, y: Tensor, state: RuleState, pooled: Tensor) -> Tensor:
+    spatial = _POOLS[type(module)]
+    if x.dim() != spatial + 2:
+        raise ValueError(
+            f"DeepLift's rule for nn.{type(module).__name__} needs batched inputs [B, C, *spatial] with {spatial} "
+            f"spatial dims; got {list(x.shape)}"
+        )
+    with torch.no_grad():
+        y_in, y_ref = _halves(y)
+        weights = torch.empty_like(y)
+        top, rest = _halves(weights)
+        torch.maximum(y_in, y_ref, out=top)
+        torch.sub(y_in, top, out=rest)
+        top.sub_(y_ref)
+    return _MaxPoolRule.apply(x, weights, [y, pooled, x, state])
+
+
+#: The module types with a rule (exact types, as Captum's ``SUPPORTED_NON_LINEAR``) and their rule.
+RULES: dict[type[nn.Module], Callable[..., Tensor]] = {
+    **{t: _elementwise for t in _ELEMENTWISE},
+    **{t: _maxpool for t in _POOLS},
+    nn.Softmax: _softmax,
+}
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, state: RuleState, stack: list[str]) -> None:
+        super().__init__()
+        self.state, self.stack, self.found = state, stack, {}
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        name = getattr(func, "__name__", "")
+        if self.state.depth == 0:
+            tracked = sum(isinstance(a, Tensor) and a.requires_grad for a in args)
+            if name in _NONLINEAR_FUNCTIONS or (name in _PRODUCTS and tracked >= 2):
+                product = name not in _NONLINEAR_FUNCTIONS
+                what = "a product of two input-dependent tensors" if product else f"{name.strip('_')}()"
+                self.found.setdefault(what, self.stack[-1] if self.stack else "")
+        return func(*args, **(kwargs or {}))
+
+
+def unhandled_functions(model: nn.Module, run: Callable[[], object], state: RuleState) -> list[str]:
+    """Non-linear functions ``run()`` calls outside the modules with a rule, as ``"gelu() in 'block.0' (Block)"``.
+
+    Runs ``model`` once under a :class:`~torch.overrides.TorchFunctionMode` that records function calls, with a hook
+    on every module to know where a call comes from (all removed afterwards). Call it inside :func:`rescale_rules`.
+
+    Example:
+        >>> class Net(nn.Module):
+        ...     def forward(self, x):
+        ...         return torch.nn.functional.gelu(x)
+        >>> net = Net()
+        >>> with rescale_rules(net) as state:
+        ...     unhandled_functions(net, lambda: net(torch.ones(2, 1, requires_grad=True)), state)
+        ["gelu() in the model's forward (Net)"]
+    """
+    stack: list[str] = []
+    handles = []
+    named = {id(m): (n, type(m).__name__) for n, m in model.named_modules()}
+
+    def push(module: nn.Module, _args: Any) -> None:
+        name, kind = named[id(module)]
+        stack.append(f"in {name!r} ({kind})" if name else f"in the model's forward ({kind})")
+
+    def pop(_module: nn.Module, _args: Any, _out: Any) -> None:
+        stack.pop()
+
+    recorder = _Recorder(state, stack)
+    try:
+        for module in model.modules():
+            handles.append(module.register_forward_pre_hook(push))
+            handles.append(module.register_forward_hook(pop, always_call=True))
+        state.reset()
+        with recorder:
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+        state.reset()
+    return [f"{what} {where}".strip() for what, where in recorder.found.items()]
