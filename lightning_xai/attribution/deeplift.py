@@ -8,6 +8,7 @@ from torch import Tensor
 from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline, row_chunks
 from lightning_xai.attribution._model import Packing
 from lightning_xai.attribution._rescale import RuleState, rescale_rules, supported_names, unhandled_functions
+from lightning_xai.attribution.gradient_shap import reference_set
 from lightning_xai.attribution.tasks import TaskLike
 
 __all__ = ["DeepLift", "DeepLiftShap"]
@@ -261,19 +262,9 @@ def _check_summation(
 
 
 def _reference_set(baselines: object, inputs: Tensor) -> Tensor:
-    sample_shape = inputs.shape[1:]
     if not isinstance(baselines, Tensor):
         raise ValueError(f"baselines must be tensors of reference samples; got {type(baselines).__name__}")
-    refs = baselines.to(device=inputs.device, dtype=inputs.dtype)
-    if refs.dim() <= len(sample_shape):
-        refs = refs.unsqueeze(0)
-    try:
-        return refs.expand(refs.shape[0], *sample_shape)
-    except RuntimeError as err:
-        raise ValueError(
-            f"baselines of shape {list(baselines.shape)} are neither [K, {', '.join(map(str, sample_shape))}] "
-            f"references nor one reference broadcastable to a sample of shape {list(sample_shape)}"
-        ) from err
+    return reference_set(baselines, inputs)
 
 
 def _check_rule_args(eps: float, tolerance: float) -> None:

@@ -10,7 +10,7 @@ from lightning_xai.attribution._model import Packing
 from lightning_xai.attribution._sampling import check_sampling_args, draw_groups, private_generator, relative_noise_std
 from lightning_xai.attribution.tasks import TaskLike
 
-__all__ = ["GradientShap"]
+__all__ = ["GradientShap", "reference_set"]
 
 
 class GradientShap(Explainer):
@@ -76,26 +76,11 @@ class GradientShap(Explainer):
                 raise ValueError(
                     f"baselines is a tuple of {len(self.baselines)} sets but there are {len(parts)} inputs"
                 )
-            sets = [self._reference_set(b, x) for b, x in zip(self.baselines, parts, strict=True)]
+            sets = [reference_set(b, x) for b, x in zip(self.baselines, parts, strict=True)]
             if len({r.shape[0] for r in sets}) != 1:
                 raise ValueError(f"every input needs the same number of references; got {[r.shape[0] for r in sets]}")
             return packing.pack(sets)
-        return self._reference_set(self.baselines, inputs)
-
-    def _reference_set(self, baselines: Tensor | float, inputs: Tensor) -> Tensor:
-        sample_shape = inputs.shape[1:]
-        if not isinstance(baselines, Tensor):
-            return torch.full((1, *sample_shape), float(baselines), device=inputs.device, dtype=inputs.dtype)
-        refs = baselines.to(device=inputs.device, dtype=inputs.dtype)
-        if refs.dim() <= len(sample_shape):
-            refs = refs.unsqueeze(0)
-        try:
-            return refs.expand(refs.shape[0], *sample_shape)
-        except RuntimeError as err:
-            raise ValueError(
-                f"baselines of shape {list(baselines.shape)} are neither [K, {', '.join(map(str, sample_shape))}] "
-                f"references nor one reference broadcastable to a sample of shape {list(sample_shape)}"
-            ) from err
+        return reference_set(self.baselines, inputs)
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Draw references, path points and noise from the private generator, then average."""
@@ -137,3 +122,26 @@ class GradientShap(Explainer):
             grad = objective.chunked_gradient(starts + alpha * (ends - starts), rows, self.max_batch_size)
             total += (grad * (ends - starts)).view(len(group), *inputs.shape).sum(0)
         return total / choice.shape[0]
+
+
+def reference_set(baselines: Tensor | float, inputs: Tensor) -> Tensor:
+    """Reference samples ``[K, *sample_shape]`` on the inputs' device and dtype.
+
+    ``baselines`` is ``[K, *sample_shape]``, one reference broadcastable to a sample, or a number for every feature.
+
+    Raises:
+        ValueError: for a tensor that is neither.
+    """
+    sample_shape = inputs.shape[1:]
+    if not isinstance(baselines, Tensor):
+        return torch.full((1, *sample_shape), float(baselines), device=inputs.device, dtype=inputs.dtype)
+    refs = baselines.to(device=inputs.device, dtype=inputs.dtype)
+    if refs.dim() <= len(sample_shape):
+        refs = refs.unsqueeze(0)
+    try:
+        return refs.expand(refs.shape[0], *sample_shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"baselines of shape {list(baselines.shape)} are neither [K, {', '.join(map(str, sample_shape))}] "
+            f"references nor one reference broadcastable to a sample of shape {list(sample_shape)}"
+        ) from err
