@@ -24,6 +24,26 @@ def read_events(log_dir: str | Path) -> EventAccumulator:
     return accumulator.Reload()
 
 
+def custom_charts(events: EventAccumulator) -> dict[str, list[str]]:
+    """The custom-scalars layout a run wrote: chart title → its tag regular expressions."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    layout = layout_pb2.Layout()
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    return {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
+
+
+def assert_every_score_is_charted(events: EventAccumulator) -> None:
+    """Every ``xai/`` scalar is in some custom-scalars chart, and seconds only in the ``time_s`` chart."""
+    import re
+
+    charts = custom_charts(events)
+    for tag in (t for t in events.Tags()["scalars"] if t.startswith("xai/")):
+        found = {title for title, regexes in charts.items() if any(re.fullmatch(r, tag) for r in regexes)}
+        expected_time = tag.endswith("/time_s")
+        assert found == {"time_s"} if expected_time else (found and "time_s" not in found), (tag, found)
+
+
 @pytest.fixture
 def events():
     return read_events

@@ -9,7 +9,7 @@ import pytorch_lightning as pl
 import tensorboard.util.tensor_util as tensor_util
 import torch
 import torch.nn.functional as F
-from conftest import quick_trainer, read_events
+from conftest import assert_every_score_is_charted, quick_trainer, read_events
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -88,6 +88,7 @@ def test_two_inputs_of_tuple_batches_are_attributed_together(tmp_path):
         tags["scalars"]
     )
     assert "xai/ig/input_1/importance/feature_0" in tags["scalars"]
+    assert_every_score_is_charted(events)
     assert len(events.Scalars("xai/ig/deletion_auc")) == 2 and len(events.Scalars("xai/ig/stability")) == 1
     assert events.Scalars("xai/ig/completeness")[-1].value < 1e-2
 

@@ -6,7 +6,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import quick_trainer, read_events
+from conftest import assert_every_score_is_charted, quick_trainer, read_events
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -141,6 +141,7 @@ def test_multilabel_heads_explain_each_chosen_label_under_its_own_tags(tmp_path)
         assert {f"xai/ig/label_{label}/importance", f"xai/ig/label_{label}/curves"} <= images
         assert f"xai/agreement/label_{label}/ig__saliency" in scalars
     assert not any(tag.startswith(("xai/ig/deletion_auc", "xai/ig/label_1")) for tag in scalars)
+    assert_every_score_is_charted(events)
     net.eval()
     probe, target = monitor.probe.inputs, torch.full((6,), 2)
     attr = IntegratedGradients(steps=8, task="multilabel")(net, probe, target)

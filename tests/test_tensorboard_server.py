@@ -126,4 +126,10 @@ def test_histograms_text_and_the_custom_scalars_layout(server):
     assert "<table>" in text[-1]["text"] and "signal_0" in text[-1]["text"]  # the Markdown table, rendered
     layout = get_json(server, "/data/plugin/custom_scalars/layout")
     charts = {chart["title"]: chart["multiline"]["tag"] for cat in layout["category"] for chart in cat["chart"]}
-    assert charts["loss"] == ["^.*loss.*$"] and charts["ig"] == ["^xai/ig/[^/]+$"]
+    assert charts["loss"] == ["^.*loss.*$"] and charts["ig"] == ["^xai/ig/(?!time_s$)[^/]+$"]
+    # the server matches the regular expressions: scores in the explainer's chart, seconds only in the cost chart
+    matched = get_json(server, "/data/plugin/custom_scalars/scalars", run=RUN, tag=charts["ig"][0])
+    assert matched["regex_valid"] and "xai/ig/completeness" in matched["tag_to_events"], matched
+    assert "xai/ig/time_s" not in matched["tag_to_events"], matched
+    matched = get_json(server, "/data/plugin/custom_scalars/scalars", run=RUN, tag=charts["time_s"][0])
+    assert {"xai/ig/time_s", "xai/time_s"} <= set(matched["tag_to_events"]), matched

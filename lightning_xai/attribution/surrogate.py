@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from lightning_xai.attribution._base import Explainer, Objective, broadcast_baseline
+from lightning_xai.attribution._base import Explainer, Objective
 from lightning_xai.attribution._coalitions import (
     FeatureMask,
     attribution_dtype,
@@ -103,9 +103,12 @@ class KernelShap(Explainer):
         self.samples, self.feature_mask, self.baseline = samples, feature_mask, baseline
         self.seed, self.max_features = seed, max_features
 
-    def completeness_baseline(self, inputs: Tensor) -> Tensor:
-        """Kernel SHAP's attributions sum exactly to ``F(x) - F(baseline)``."""
-        return broadcast_baseline(self.baseline, inputs)
+    def completeness_baseline(self, inputs: Tensor) -> None:
+        """``None``: no completeness error is measured, since it would be a constant 0.
+
+        The attributions sum to ``F(x) - F(baseline)`` by construction (one variable is eliminated).
+        """
+        return None
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Score the coalitions and solve the constrained regression for every sample at once."""

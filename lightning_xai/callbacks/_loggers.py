@@ -57,28 +57,37 @@ def tensorboard_writers(trainer: pl.Trainer) -> list[object]:
 
 
 def custom_scalars_layout(
-    explainer_names: list[str], feature_charts: list[str] | None = None, paths_name: str | None = None
+    explainer_names: list[str],
+    feature_charts: list[str] | None = None,
+    paths_name: str | None = None,
+    agreement: bool = False,
 ) -> dict[str, dict[str, list]]:
-    """A custom-scalars layout: the loss curves, one chart per explainer and one for the callback's cost.
+    """A custom-scalars layout: the loss curves, one chart per explained tag and one for the callback's cost.
 
-    An explainer's chart holds its own scores (``xai/<explainer>/<metric>``); explainers in ``feature_charts``
-    get a second chart of their per-feature importances, and ``paths_name`` (decision paths) a chart of the layer
-    shares, so that dozens of feature curves do not bury the scores. Tags are anchored regular expressions,
-    matched by TensorBoard against every scalar tag.
+    ``explainer_names`` are the explained tags (an explainer's name, with ``/label_<k>`` when several labels are
+    explained). Each gets a chart of its scores (``xai/<tag>/<metric>``, its seconds left out so that scores and
+    seconds do not share an axis). Tags in ``feature_charts`` get a second chart of their per-feature importances
+    (``xai/<tag>/importance/<feature>``, or ``xai/<tag>/<input>/importance/<feature>`` with several inputs), and
+    ``paths_name`` (decision paths) a chart of the layer shares, so that dozens of feature curves do not bury the
+    scores. ``agreement`` adds a chart of the explainers' pairwise agreement (``xai/agreement/...``), and every
+    ``.../time_s`` goes in the cost chart. Tags are anchored regular expressions, matched by TensorBoard against
+    every scalar tag.
 
     Example:
         >>> layout = custom_scalars_layout(["ig"], feature_charts=["ig"])["lightning_xai"]
         >>> layout["ig"], layout["ig: feature importance"]
-        (['Multiline', ['^xai/ig/[^/]+$']], ['Multiline', ['^xai/ig/importance/.*$']])
+        (['Multiline', ['^xai/ig/(?!time_s$)[^/]+$']], ['Multiline', ['^xai/ig/([^/]+/)?importance/.*$']])
     """
     charts: dict[str, list] = {"loss": ["Multiline", [r"^.*loss.*$"]]}
     for name in explainer_names:
-        charts[name] = ["Multiline", [rf"^xai/{re.escape(name)}/[^/]+$"]]
+        charts[name] = ["Multiline", [rf"^xai/{re.escape(name)}/(?!time_s$)[^/]+$"]]
         if name in (feature_charts or []):
-            charts[f"{name}: feature importance"] = ["Multiline", [rf"^xai/{re.escape(name)}/importance/.*$"]]
+            charts[f"{name}: feature importance"] = ["Multiline", [rf"^xai/{re.escape(name)}/([^/]+/)?importance/.*$"]]
     if paths_name is not None:
         charts[f"{paths_name}: layer shares"] = ["Multiline", [rf"^xai/{re.escape(paths_name)}/layer/.*$"]]
-    charts["time_s"] = ["Multiline", [r"^xai/([^/]+/)?time_s$"]]
+    if agreement:
+        charts["agreement"] = ["Multiline", [r"^xai/agreement/.*$"]]
+    charts["time_s"] = ["Multiline", [r"^xai/(.+/)?time_s$"]]
     return {"lightning_xai": charts}
 
 

@@ -95,7 +95,8 @@ class Presenter:
             shown = visuals(result, self.view, explained, paths, self.paths_name, **{k: self.options[k] for k in keys})
         except Exception as err:
             return self.on_error("writing pictures", err)
-        layout = custom_scalars_layout(tags, self.charted, self.paths_name)
+        agreement = any(tag.startswith("xai/agreement/") for tag in result.scalars)
+        layout = custom_scalars_layout(tags, self.charted, self.paths_name, agreement)
         for logger in loggers:
             first = id(logger) not in self.layouts_written
             self.layouts_written.add(id(logger))
