@@ -185,6 +185,22 @@ def test_every_explainer_is_configurable_from_yaml(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_cams_config_scores_every_method_beside_the_baselines(tmp_path):
+    text = (ROOT / "configs" / "cams.yaml").read_text()
+    config = tmp_path / "cams.yaml"  # the shipped config on a smaller probe, with fewer RISE masks
+    config.write_text(text.replace("num_probe: 16", "num_probe: 4").replace("masks: 500", "masks: 32"))
+    args = [*small_run(tmp_path, "cams.yaml"), "--data.init_args.num_train=64", "--data.init_args.num_val=16"]
+    main([arg if not arg.endswith("cams.yaml") else str(config) for arg in args])
+    events = read_events(tmp_path / "runs" / "cams")
+    scalars = set(events.Tags()["scalars"])
+    methods = re.findall(r"^ {10}(\w+): \{class_path", text, flags=re.M)
+    assert len(methods) == 12
+    for name in [*methods, "baseline_random", "baseline_edges"]:
+        assert {f"xai/{name}/deletion_auc", f"xai/{name}/pointing_game"} <= scalars, name
+    assert not any("randomization" in t for t in scalars)  # every 2nd epoch: not in this one-epoch run
+
+
+@pytest.mark.slow
 def test_the_gated_config_runs(tmp_path):
     main([*small_run(tmp_path, "gated.yaml"), "--data.init_args.num_train=128", "--data.init_args.num_val=32"])
     events = read_events(tmp_path / "runs" / "gated")

@@ -10,6 +10,7 @@ from lightning_xai.attribution._hygiene import explanation_mode, gradient_scope
 from lightning_xai.attribution._layers import OutputAdapter
 from lightning_xai.attribution.ablation import FeatureAblation, Occlusion
 from lightning_xai.attribution.attention import AttentionRollout
+from lightning_xai.attribution.baselines import EdgeMap, RandomMap
 from lightning_xai.attribution.cams import EigenCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, XGradCAM
 from lightning_xai.attribution.decision_paths import DecisionPaths, LayerConductance
 from lightning_xai.attribution.deeplift import DeepLift, DeepLiftShap
@@ -32,6 +33,7 @@ __all__ = [
     "Deconvolution",
     "DeepLift",
     "DeepLiftShap",
+    "EdgeMap",
     "EigenCAM",
     "Explainer",
     "FeatureAblation",
@@ -52,6 +54,7 @@ __all__ = [
     "OutputAdapter",
     "PermutationImportance",
     "RISE",
+    "RandomMap",
     "Saliency",
     "ScoreCAM",
     "SmoothGrad",

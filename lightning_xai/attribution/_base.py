@@ -269,6 +269,9 @@ class Explainer(abc.ABC):
     layer_targets: bool = False
     #: Whether the method only replaces input values (perturbation), so integer inputs such as token ids are fine.
     perturbs_inputs: bool = False
+    #: What the attributions depend on (``"model"``, ``"inputs"``); the reference maps of
+    #: :mod:`~lightning_xai.attribution.baselines` ignore one or both.
+    depends_on: frozenset[str] = frozenset({"model", "inputs"})
     layer: str | None = None
     task: str | Task | None = None
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
-from lightning_xai.attribution import DecisionPaths, Explainer, explanation_mode
+from lightning_xai.attribution import (
+    DecisionPaths,
+    Deconvolution,
+    Explainer,
+    GuidedBackprop,
+    GuidedGradCAM,
+    explanation_mode,
+)
 from lightning_xai.attribution._base import check_positive_int, resolve_target
 from lightning_xai.attribution.tasks import get_task
 from lightning_xai.callbacks._probe import Probe, class_vector
-from lightning_xai.metrics import AttributionMetric
+from lightning_xai.metrics import AttributionMetric, RandomizationSimilarity
 
-__all__ = ["RESERVED_NAMES", "target_sets", "validate_monitor"]
+__all__ = ["RESERVED_NAMES", "target_sets", "validate_monitor", "warn_unchecked_methods"]
 
-RESERVED_NAMES = ("time_s", "agreement")
+RESERVED_NAMES = ("time_s", "agreement", "baseline_random", "baseline_edges")
 
 
 def validate_monitor(
@@ -82,6 +90,25 @@ def validate_monitor(
             raise ValueError(f"labels must be a non-empty list of distinct label indices >= 0; got {labels!r}")
         if target != "pred":
             raise ValueError(f"labels=[...] chooses the explained targets itself; leave target='pred' (got {target!r})")
+
+
+def warn_unchecked_methods(explainers: dict[str, Explainer], metrics: list[AttributionMetric]) -> None:
+    """Warn once when methods known to barely depend on the weights run without the randomization sanity check.
+
+    Adebayo et al. 2018 ("Sanity Checks for Saliency Maps") found Guided Backprop, Deconvolution and Guided
+    Grad-CAM maps nearly unchanged when the model's weights are randomised: they show the input's edges as much
+    as what the model learned, and only ``RandomizationSimilarity`` tells the two apart.
+    """
+    if any(isinstance(metric, RandomizationSimilarity) for metric in metrics):
+        return
+    guided = [name for name, e in explainers.items() if isinstance(e, GuidedBackprop | Deconvolution | GuidedGradCAM)]
+    if guided:
+        rank_zero_warn(
+            f"AttributionMonitor: {', '.join(map(repr, guided))} use guided backpropagation or deconvolution, whose "
+            "maps barely change when the weights are randomised (Adebayo et al. 2018). Add "
+            "metrics=[RandomizationSimilarity(), ...] to see whether they reflect what the model learned",
+            category=UserWarning,
+        )
 
 
 def target_sets(

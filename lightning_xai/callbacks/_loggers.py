@@ -61,6 +61,7 @@ def custom_scalars_layout(
     feature_charts: list[str] | None = None,
     paths_name: str | None = None,
     agreement: bool = False,
+    metric_names: list[str] | None = None,
 ) -> dict[str, dict[str, list]]:
     """A custom-scalars layout: the loss curves, one chart per explained tag and one for the callback's cost.
 
@@ -70,8 +71,9 @@ def custom_scalars_layout(
     (``xai/<tag>/importance/<feature>``, or ``xai/<tag>/<input>/importance/<feature>`` with several inputs), and
     ``paths_name`` (decision paths) a chart of the layer shares, so that dozens of feature curves do not bury the
     scores. ``agreement`` adds a chart of the explainers' pairwise agreement (``xai/agreement/...``), and every
-    ``.../time_s`` goes in the cost chart. Tags are anchored regular expressions, matched by TensorBoard against
-    every scalar tag.
+    ``.../time_s`` goes in the cost chart. A second category, ``lightning_xai: by metric``, has one chart per
+    name in ``metric_names`` with every explainer's score and the reference maps' (``xai/baseline_random/...``)
+    on one axis. Tags are anchored regular expressions, matched by TensorBoard against every scalar tag.
 
     Example:
         >>> layout = custom_scalars_layout(["ig"], feature_charts=["ig"])["lightning_xai"]
@@ -88,7 +90,11 @@ def custom_scalars_layout(
     if agreement:
         charts["agreement"] = ["Multiline", [r"^xai/agreement/.*$"]]
     charts["time_s"] = ["Multiline", [r"^xai/(.+/)?time_s$"]]
-    return {"lightning_xai": charts}
+    layout = {"lightning_xai": charts}
+    if metric_names:
+        by_metric = {m: ["Multiline", [rf"^xai/[^/]+/(label_\d+/)?{re.escape(m)}$"]] for m in metric_names}
+        layout["lightning_xai: by metric"] = by_metric
+    return layout
 
 
 def write_visuals(logger: object, step: int, visuals: Visuals, layout: dict | None = None) -> None:

@@ -96,7 +96,8 @@ class Presenter:
         except Exception as err:
             return self.on_error("writing pictures", err)
         agreement = any(tag.startswith("xai/agreement/") for tag in result.scalars)
-        layout = custom_scalars_layout(tags, self.charted, self.paths_name, agreement)
+        metric_names = self.options.get("metric_names")
+        layout = custom_scalars_layout(tags, self.charted, self.paths_name, agreement, metric_names)
         for logger in loggers:
             first = id(logger) not in self.layouts_written
             self.layouts_written.add(id(logger))

@@ -15,7 +15,8 @@ from typing_extensions import override
 
 from lightning_xai.attribution import DecisionPaths, Explainer
 from lightning_xai.attribution.tasks import TaskLike
-from lightning_xai.callbacks._config import target_sets, validate_monitor
+from lightning_xai.callbacks._baselines import BASELINE_NAMES, score_baselines
+from lightning_xai.callbacks._config import target_sets, validate_monitor, warn_unchecked_methods
 from lightning_xai.callbacks._evaluation import Evaluation, Explained, evaluate, explain_paths
 from lightning_xai.callbacks._pictures import MAX_FEATURE_SCALARS, Presenter
 from lightning_xai.callbacks._probe import Probe, ProbeCollector, draw_probe
@@ -86,6 +87,8 @@ class AttributionMonitor(Callback):
         task: the head's task: ``"multiclass"`` (default), ``"binary"``, ``"multilabel"``, ``"regression"``,
             ``"segmentation"`` (:mod:`lightning_xai.attribution.tasks`).
         labels: explain each of these labels (multi-label heads), scores under ``xai/<explainer>/label_<k>/``.
+        baselines: also score a random map and (images) a Sobel edge map with every metric, as
+            ``xai/baseline_random/<metric>`` and ``xai/baseline_edges/<metric>``, charted beside the explainers.
         batch: all batch arguments as one :class:`~lightning_xai.callbacks.batch.BatchSpec` instead.
 
     Example:
@@ -123,6 +126,7 @@ class AttributionMonitor(Callback):
         pad_value: float | dict[str, float] | None = None,
         task: TaskLike = None,
         labels: list[int] | None = None,
+        baselines: bool = False,
         batch: BatchSpec | None = None,
     ) -> None:
         spec = BatchSpec(input_key, target_key, mask_key, forward_keys, batch_fn, forward_fn, pad_value)
@@ -133,18 +137,21 @@ class AttributionMonitor(Callback):
         counts.update({"top_tokens": top_tokens, "top_units": top_units})
         others = {"target": target, "decision_paths": decision_paths, "vocabulary": vocabulary, "task": task}
         validate_monitor(explainers, metrics, schedule, counts, labels=labels, output_fn=output_fn, **others)
+        warn_unchecked_methods(explainers, metrics)
         self.batch = batch or spec
         self.explainers, self.metrics, self.metric_every_n_epochs = dict(explainers), metrics, schedule
         self.num_probe, self.every_n_epochs, self.target = num_probe, every_n_epochs, target
         self.task, self.labels, self.decision_paths, self.output_fn = task, labels, decision_paths, output_fn
-        self.agreement, self.strict = agreement, strict
+        self.agreement, self.strict, self.baselines = agreement, strict, bool(baselines)
         names = None if feature_names is None else [str(name) for name in feature_names]
         options = {"feature_names": names, "vocabulary": vocabulary, "top_k": top_k, "top_tokens": top_tokens}
         options.update({"log_images": log_images, "log_histograms": log_histograms, "top_units": top_units})
+        options["metric_names"] = [metric.name for metric in metrics]
         paths_name = None if decision_paths is None else decision_paths.name
         self._presenter = Presenter(options, paths_name, self._on_error, self._warn_once)
-        # each explainer scores with its own metric instances, so running states never mix
-        self._metric_states = {name: [m.clone() for m in metrics] for name in explainers}
+        # each explainer (and reference map) scores with its own metric instances, so running states never mix
+        scored = [*explainers, *(BASELINE_NAMES if self.baselines else ())]
+        self._metric_states = {name: [m.clone() for m in metrics] for name in scored}
         self._probe: Probe | None = None
         self._collector: ProbeCollector | None = None
         self._previous: dict[str, Any] = {}
@@ -217,6 +224,8 @@ class AttributionMonitor(Callback):
         for suffix, targets in sets:
             args = (self.explainers, due, self._previous, self.agreement, self._on_error, self._warn_once, suffix)
             result.update(evaluate(explained, targets, *args))
+            if self.baselines:
+                result.scalars.update(score_baselines(explained, targets, due, self._on_error, self._warn_once, suffix))
         paths = explain_paths(explained, sets[0][1], self.decision_paths, result.scalars, self._on_error)
         self._presenter.choose(trainer, self._probe, self.batch.input_keys)
         result.scalars.update(self._presenter.summaries(result))

@@ -46,6 +46,9 @@ class AttributionMetric(Metric, abc.ABC):
     name: str = ""
     #: Whether the metric needs ground-truth masks from the data.
     needs_masks: bool = False
+    #: What the metric changes before explaining again (``"model"``, ``"inputs"``), or ``None``: a map that does
+    #: not depend on it (``Explainer.depends_on``) scores a constant.
+    reexplains: str | None = None
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)

@@ -204,6 +204,7 @@ class MaxSensitivity(AttributionMetric):
     """Mean :func:`~lightning_xai.metrics.functional.max_sensitivity` (lower is better)."""
 
     name, higher_is_better = "max_sensitivity", False
+    reexplains = "inputs"
 
     def __init__(
         self, samples: int = 10, radius: float = 0.05, seed: int = 0, max_batch_size: int = 128, **kwargs: object
@@ -256,6 +257,7 @@ class RandomizationSimilarity(AttributionMetric):
     """
 
     name, higher_is_better = "randomization_similarity", False
+    reexplains = "model"
 
     def __init__(
         self, reduction: Literal["mean", "last"] = "mean", abs: bool = True, seed: int = 0, **kwargs: object
