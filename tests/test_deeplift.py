@@ -80,8 +80,10 @@ def test_deeplift_matches_captum_on_a_cnn(inplace):
 
 
 def test_deeplift_matches_captum_on_an_mlp_with_every_elementwise_rule():
-    model = mlp()
-    x, baseline = torch.randn(8, 10), torch.randn(8, 10)
+    # In float64: the input and its reference run in separate calls here (one batch in Captum), and a multiplier
+    # Δy/Δx over a small Δx magnifies float32 rounding differences between batch sizes (to ~1e-4 relative).
+    model = mlp().double()
+    x, baseline = torch.randn(8, 10, dtype=torch.float64), torch.randn(8, 10, dtype=torch.float64)
     target = torch.arange(8) % 4
     assert_parity(DeepLift(baseline)(model, x, target), ca.DeepLift(model).attribute(x, baseline, target=target))
     assert_parity(DeepLift()(model, x, target), ca.DeepLift(model).attribute(x, target=target))
@@ -105,8 +107,8 @@ def test_deeplift_with_a_softmax_head_matches_captum_one_sample_at_a_time():
 
 def test_deeplift_where_inputs_equal_the_baseline_uses_the_gradient_as_captum():
     # Zero rows give equal activations for input and reference: the rules fall back to the local gradient there.
-    model = mlp()
-    x = torch.randn(4, 10)
+    model = mlp().double()  # float64: see the test above
+    x = torch.randn(4, 10, dtype=torch.float64)
     x[:, :6] = 0.0
     with torch.no_grad():
         model[0].weight[:6, 6:] = 0.0  # six first-layer units equal to the reference's, the others not
@@ -115,7 +117,7 @@ def test_deeplift_where_inputs_equal_the_baseline_uses_the_gradient_as_captum():
         assert_parity(ours, ca.DeepLift(model, multiply_by_inputs=multiply).attribute(x, target=2))
     assert ours[:, :6].abs().min() > 0  # the multipliers of the unchanged features come from the fallback
     # Max pooling: Captum's fallback broadcasts the first row's gradient (captum#1276), right for one sample.
-    net, image = cnn(), images(1)
+    net, image = cnn().double(), images(1).double()
     image[..., :8, :] = 0.0
     ours = DeepLift(multiply_by_inputs=False)(net, image, 3)
     assert_parity(ours, ca.DeepLift(net, multiply_by_inputs=False).attribute(image, target=3))

@@ -113,7 +113,10 @@ class Objective:
             rows: for each row, the index of the sample whose target and extras it takes (``None``: row ``i`` is
                 sample ``i``).
         """
-        out = self.output(inputs, rows)
+        return self.score_output(self.output(inputs, rows), rows)
+
+    def score_output(self, out: Tensor, rows: Tensor | None = None) -> Tensor:
+        """Each row's target score from the model's (adapted) output for those rows, ``Tensor[R]``."""
         if not self._checked:
             self.task.check(out, self._target_max, self.probability)
             self._checked = True

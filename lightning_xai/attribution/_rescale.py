@@ -1,10 +1,13 @@
 """DeepLIFT's rescale rule on the non-linear modules of a model, and the diagnosis of what it cannot handle.
 
-The model runs on a concatenated batch ``[inputs; references]`` (``2R`` rows, row ``r`` and row ``R + r`` paired).
-While :func:`rescale_rules` is active, every module of a type in :data:`RULES` returns its own output, but
-wrapped in an autograd function whose backward is DeepLIFT's multiplier instead of the local gradient
-(Shrikumar et al. 2017; Ancona et al. 2018 for the gradient formulation): ``Δy/Δx`` where ``|Δx| >= eps`` and
-the gradient elsewhere, as Captum's ``DeepLift`` does, for the input rows; the reference rows get no gradient. The
+The model runs twice per batch of inputs. First the references, without gradients (:meth:`RuleState.reference`):
+every module of a type in :data:`RULES` records its input and output, call by call. Often there is one reference
+row for the whole batch (a constant baseline) or a few (DeepLiftShap's reference set), so this pass costs little.
+Then the inputs (:meth:`RuleState.inputs`): each such module returns its own output, but wrapped in an autograd
+function whose backward is DeepLIFT's multiplier instead of the local gradient (Shrikumar et al. 2017; Ancona et
+al. 2018 for the gradient formulation): ``Δy/Δx`` against the recorded reference of the same call, where
+``|Δx| >= eps``, and the gradient elsewhere, as Captum's ``DeepLift`` does. Only the input rows are
+differentiated (Captum backpropagates through a concatenated batch of inputs and references, twice the rows). The
 rules are local to each call of a module, so a module used twice gets a rule per use. Modules of a known non-linear type
 without a rule (:data:`UNSUPPORTED`) refuse to run. Non-linearities computed by function calls are not hooked:
 :func:`unhandled_functions` names them after the summation-to-delta check has failed.
@@ -17,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -53,20 +57,24 @@ _PRODUCTS = frozenset("mul mul_ __mul__ __rmul__ __imul__ div div_ __truediv__ m
 
 
 class RuleState:
-    """What the hooks share during one model call: ``eps``, the inputs in flight, and the softmax rule's defect.
+    """What the hooks share: the pass running, the references recorded, and the softmax rule's defect.
 
-    ``defect[r]`` is what the softmax normalisation adds to the sum of pair ``r``'s contributions (see
+    ``defect[r]`` is what the softmax normalisation adds to the sum of input row ``r``'s contributions (see
     :func:`rescale_rules`), accumulated by the backward pass; ``depth`` counts the modules with a rule whose
-    forward is running (the diagnosis ignores the functions they call).
+    forward is running (the diagnosis ignores the functions they call). Outside both passes the hooks only count.
     """
 
     def __init__(self, eps: float) -> None:
         self.eps = eps
-        #: Rows of the batch of pairs being run (``None``: any even first dimension).
-        self.rows: int | None = None
+        self.mode = "off"
+        #: Rows of the batch being run; tensors with another first dimension are not the batch and keep their gradient.
+        self.rows = 0
+        #: For each input row, its row of the recorded references (``None``: the same row, or the single one).
+        self.which: Tensor | None = None
         self.depth = 0
         self.defect: Tensor | None = None
         self._inputs: dict[int, list[Tensor]] = {}
+        self._references: dict[int, list[tuple[Tensor, Tensor] | None]] = {}
         self._scratch: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
 
     def scratch(self, like: Tensor, slot: str, dtype: torch.dtype | None = None) -> Tensor:
@@ -81,12 +89,29 @@ class RuleState:
             buffer = self._scratch[key] = torch.empty(like.numel(), dtype=key[1], device=like.device)
         return buffer[: like.numel()].view(like.shape)
 
-    def reset(self) -> None:
-        """Forget the previous call (also after an error inside a forward)."""
+    def reference(self, rows: int) -> None:
+        """The next model call runs ``rows`` reference rows (without gradients): record every rule module's call."""
+        self.reset()
+        self.mode, self.rows = "reference", rows
+
+    def inputs(self, rows: int, which: Tensor | None = None) -> None:
+        """The next model call runs ``rows`` input rows under the rules, against the references just recorded."""
         self.depth, self.defect, self._inputs = 0, None, {}
+        self.mode, self.rows, self.which = "input", rows, which
+
+    def reset(self) -> None:
+        """Forget the previous calls (also after an error inside a forward); the hooks only count until a pass."""
+        self.mode, self.rows, self.which = "off", 0, None
+        self.depth, self.defect, self._inputs, self._references = 0, None, {}, {}
+
+    def paired(self, recorded: Tensor) -> Tensor:
+        """A recorded reference tensor for every input row (a single reference row broadcasts)."""
+        if self.which is None or recorded.shape[0] == 1:
+            return recorded
+        return recorded.index_select(0, self.which)
 
     def add_defect(self, value: Tensor) -> None:
-        """Add a per-pair term to the defect."""
+        """Add a per-row term to the defect."""
         self.defect = value if self.defect is None else self.defect + value
 
 
@@ -104,10 +129,14 @@ def rescale_rules(model: nn.Module, eps: float = 1e-10) -> Iterator[RuleState]:
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
         >>> x, ref = torch.tensor([[1.0, -2.0]], requires_grad=True), torch.zeros(1, 2)
-        >>> with rescale_rules(net):
-        ...     out = net(torch.cat([x, ref]))
-        >>> (grad,) = torch.autograd.grad(out[0].sum() + out[1].sum(), x)
-        >>> torch.allclose((grad * x).sum(), out[0].sum() - out[1].sum()), len(net[1]._forward_hooks)
+        >>> with rescale_rules(net) as state:
+        ...     state.reference(rows=1)
+        ...     with torch.no_grad():
+        ...         out_ref = net(ref)
+        ...     state.inputs(rows=1)
+        ...     out = net(x)
+        >>> (grad,) = torch.autograd.grad(out.sum(), x)
+        >>> torch.allclose((grad * x).sum(), out.sum() - out_ref.sum()), len(net[1]._forward_hooks)
         (True, 0)
     """
     state = RuleState(eps)
@@ -133,7 +162,7 @@ def _stash_input(state: RuleState) -> Callable[[nn.Module, tuple[Any, ...]], Any
         state.depth += 1
         x = args[0]
         state._inputs.setdefault(id(module), []).append(x)
-        if getattr(module, "inplace", False):  # the module overwrites its input: keep the original for the rule
+        if getattr(module, "inplace", False) and state.mode != "off":  # keep the original input for the rule
             return (x.clone(), *args[1:])
         return None
 
@@ -144,14 +173,19 @@ def _apply_rule(state: RuleState, rule: Callable[..., Tensor]) -> Callable[[nn.M
     def hook(module: nn.Module, _args: Any, output: Any) -> Any:
         x = state._inputs[id(module)].pop()
         try:  # still inside the module for the diagnosis: the rule's own operations are not the model's
-            # Tensors that are not the batch of pairs (a parameter through an activation, a sequence-first layout)
-            # keep their gradient; if they depend on the inputs, the summation-to-delta check refuses the result.
-            rows = state.rows if state.rows is not None else x.shape[0] + x.shape[0] % 2
-            if not x.requires_grad or not x.dim() or x.shape[0] != rows:
+            # Tensors that are not the batch (a parameter through an activation, a sequence-first layout) keep their
+            # gradient; if they depend on the inputs, the summation-to-delta check refuses the result.
+            y = output[0] if isinstance(output, tuple) else output  # max pooling with return_indices=True
+            batch = bool(x.dim()) and x.shape[0] == state.rows
+            if state.mode == "reference":
+                state._references.setdefault(id(module), []).append((x.detach(), y.detach()) if batch else None)
                 return None
-            if isinstance(output, tuple):  # max pooling with return_indices=True
-                return (rule(module, x, output[0].detach(), state, output[0]), *output[1:])
-            return rule(module, x, output.detach(), state, output)
+            recorded = state._references.get(id(module))
+            reference = recorded.pop(0) if state.mode == "input" and recorded else None
+            if reference is None or not batch or not x.requires_grad:
+                return None
+            ruled = rule(module, x, y.detach(), state, y, *reference)
+            return (ruled, *output[1:]) if isinstance(output, tuple) else ruled
         finally:
             state.depth -= 1
 
@@ -167,11 +201,6 @@ def _refuse(name: str) -> Callable[[nn.Module, Any], None]:
         )
 
     return hook
-
-
-def _halves(x: Tensor) -> tuple[Tensor, Tensor]:
-    half = x.shape[0] // 2
-    return x[:half], x[half:]
 
 
 def derivative(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -197,37 +226,28 @@ def derivative(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     raise TypeError(f"no derivative for {type(module).__name__}")
 
 
-def _differences(x: Tensor, state: RuleState) -> tuple[Tensor, Tensor, bool]:
-    """``Δx`` of each pair, the mask where ``|Δx| < eps``, and whether there are any, in the state's scratch buffers.
+def _differences(x: Tensor, x_ref: Tensor, state: RuleState) -> tuple[Tensor, Tensor, bool]:
+    """``Δx`` of each input row, the mask where ``|Δx| < eps``, and whether there are any, in scratch buffers.
 
     The mask is only computed (and meaningful) if there are any. Ratios divided by ``Δx`` are not finite where it
     vanishes: the callers replace them by the fallback there.
     """
-    x_in, x_ref = _halves(x)
-    dx = torch.sub(x_in, x_ref, out=state.scratch(x_in, "difference"))
-    magnitude = torch.abs(dx, out=state.scratch(x_in, "magnitude"))
+    dx = torch.sub(x, state.paired(x_ref), out=state.scratch(x, "difference"))
+    magnitude = torch.abs(dx, out=state.scratch(x, "magnitude"))
     if not magnitude.numel() or float(magnitude.amin()) >= state.eps:  # the usual case: one cheap reduction
         return dx, magnitude, False
-    return dx, torch.lt(magnitude, state.eps, out=state.scratch(x_in, "small", torch.bool)), True
+    return dx, torch.lt(magnitude, state.eps, out=state.scratch(x, "small", torch.bool)), True
 
 
-# The rules compute the gradient of the input rows from the gradient of the input rows alone; the reference rows
-# get none (only the inputs are attributed, and every layer in between treats rows independently). Captum's rules
-# also send gradients down the reference rows, and where |Δx| < eps they differ from the inputs' (each half takes
-# its own gradient there): a max-pooling rule further down, which reads both halves, then breaks summation-to-delta.
-# Temporaries are updated in place or kept in the state's scratch buffers (see RuleState.scratch).
-
-
-def _input_rows_only(grad: Tensor, grad_in: Tensor) -> Tensor:
-    out = torch.empty_like(grad)
-    first, second = _halves(out)
-    first.copy_(grad_in)
-    second.zero_()
-    return out
+# Only the input rows run under the rules, against their recorded references; where |Δx| < eps a rule takes the
+# input's own gradient. (Captum's rules also send gradients down the reference rows of a concatenated batch, and
+# there each half takes its own gradient: a max-pooling rule further down, which reads both halves, then breaks
+# summation-to-delta.) Temporaries are updated in place or kept in the state's scratch buffers (see
+# RuleState.scratch).
 
 
 class _Multiply(torch.autograd.Function):
-    """Returns the module's output (``box[0]``); the input rows' gradient is ``grad * multiplier``."""
+    """Returns the module's output (``box[0]``); the input's gradient is ``grad * multiplier``."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, multiplier: Tensor, box: list[Tensor]) -> Tensor:
@@ -237,50 +257,47 @@ class _Multiply(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (multiplier,) = ctx.saved_tensors
-        out = torch.empty_like(grad)
-        first, second = _halves(out)
-        torch.mul(_halves(grad)[0], multiplier, out=first)
-        second.zero_()
-        return out, None, None
+        return grad * multiplier, None, None
 
 
-def _elementwise(module: nn.Module, x: Tensor, y: Tensor, state: RuleState, _output: Tensor) -> Tensor:
+def _elementwise(
+    module: nn.Module, x: Tensor, y: Tensor, state: RuleState, _output: Tensor, x_ref: Tensor, y_ref: Tensor
+) -> Tensor:
     with torch.no_grad():
         xd = x.detach()
-        dx, small, any_small = _differences(xd, state)
-        y_in, y_ref = _halves(y)
-        multiplier = torch.sub(y_in, y_ref).div_(dx)
+        dx, small, any_small = _differences(xd, x_ref, state)
+        multiplier = torch.sub(y, state.paired(y_ref)).div_(dx)
         if any_small:  # the gradient there (Captum's fallback)
-            fallback = derivative(module, _halves(xd)[0], y_in)
-            multiplier = torch.where(small, fallback, multiplier, out=multiplier)
+            multiplier = torch.where(small, derivative(module, xd, y), multiplier, out=multiplier)
     return _Multiply.apply(x, multiplier, [y])
 
 
 class _SoftmaxRule(torch.autograd.Function):
-    """Captum's softmax rule per pair: the rescaled gradient minus its mean over the pair's elements."""
+    """Captum's softmax rule per input row: the rescaled gradient minus its mean over the row's elements."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, ratio: Tensor, small: Tensor, dx_sum: Tensor, box: list[Any]) -> Tensor:
         y, dim, state = box
-        ctx.save_for_backward(ratio, small, dx_sum, _halves(y)[0])
+        ctx.save_for_backward(ratio, small, dx_sum, y)
         ctx.dim, ctx.state, ctx.any_small = dim, state, bool(small.any())
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        ratio, small, dx_sum, y_in = ctx.saved_tensors
-        grad_in = _halves(grad)[0]
-        rescaled = grad_in * ratio
+        ratio, small, dx_sum, y = ctx.saved_tensors
+        rescaled = grad * ratio
         if ctx.any_small:
-            true = y_in * (grad_in - (grad_in * y_in).sum(ctx.dim, keepdim=True))
+            true = y * (grad - (grad * y).sum(ctx.dim, keepdim=True))
             rescaled = torch.where(small, true, rescaled)
         flat = rescaled.reshape(rescaled.shape[0], -1)
         mean = flat.mean(1)
         ctx.state.add_defect(-mean * dx_sum)
-        return _input_rows_only(grad, (flat - mean[:, None]).view(rescaled.shape)), None, None, None, None
+        return (flat - mean[:, None]).view(rescaled.shape), None, None, None, None
 
 
-def _softmax(module: nn.Softmax, x: Tensor, y: Tensor, state: RuleState, _output: Tensor) -> Tensor:
+def _softmax(
+    module: nn.Softmax, x: Tensor, y: Tensor, state: RuleState, _output: Tensor, x_ref: Tensor, y_ref: Tensor
+) -> Tensor:
     dim = module.dim
     if dim is None:  # the legacy implicit dimension of F.softmax
         dim = 0 if x.dim() in (0, 1, 3) else 1
@@ -290,20 +307,20 @@ def _softmax(module: nn.Softmax, x: Tensor, y: Tensor, state: RuleState, _output
             "over the batch dimension. Give the softmax an explicit dim over the classes"
         )
     with torch.no_grad():
-        dx, small, any_small = _differences(x.detach(), state)
+        dx, small, any_small = _differences(x.detach(), x_ref, state)
         small = small.clone() if any_small else torch.zeros_like(dx, dtype=torch.bool)
-        y_in, y_ref = _halves(y)
         dx_sum = dx.masked_fill(small, 0.0).flatten(1).sum(1)
-        ratio = (y_in - y_ref) / dx.masked_fill(small, 1.0)
+        ratio = (y - state.paired(y_ref)) / dx.masked_fill(small, 1.0)
     return _SoftmaxRule.apply(x, ratio, small, dx_sum, [y, dim, state])
 
 
 class _MaxPoolRule(torch.autograd.Function):
     """Captum's max-pooling rule; contributions of overlapping windows that share a maximum are added.
 
-    ``Δy = (max(y, y') - y') + (y - max(y, y'))``: the first part is routed to the input's maxima, the second to the
-    reference's, through the backward of the pooling itself (the module's own graph, which holds the indices), then
-    divided by ``Δx`` (computed again in the backward pass, in scratch memory).
+    ``Δy = (max(y, y') - y') + (y - max(y, y'))``: the first part is routed to the input's maxima (through the
+    backward of the pooling itself, the module's own graph, which holds the indices), the second to the reference's
+    (scattered to the maxima the reference pass found), then divided by ``Δx`` (computed again in the backward
+    pass, in scratch memory).
     """
 
     @staticmethod
@@ -315,25 +332,49 @@ class _MaxPoolRule(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         (weights,) = ctx.saved_tensors
-        pooled, pool_input, state = ctx.box
+        pooled, pool_input, x_ref, indices, module, state = ctx.box
         with torch.no_grad():
-            dx, small, any_small = _differences(pool_input.detach(), state)
-        grad_in = _halves(grad)[0]
-        routed = weights.view(2, *grad_in.shape).mul_(grad_in).view(grad.shape)
-        (spread,) = torch.autograd.grad(pooled, pool_input, routed, retain_graph=any_small)
-        first, second = _halves(spread)
-        first.add_(second).div_(dx)
-        if any_small:  # the gradient there (Captum's fallback); the routing buffer is free again
-            routed_in, routed_ref = _halves(routed)
-            routed_in.copy_(grad_in)
-            routed_ref.zero_()
-            (true,) = torch.autograd.grad(pooled, pool_input, routed)
-            torch.where(small, _halves(true)[0], first, out=first)
-        second.zero_()
+            dx, small, any_small = _differences(pool_input.detach(), x_ref, state)
+        (spread,) = torch.autograd.grad(pooled, pool_input, weights[0] * grad, retain_graph=any_small)
+        with torch.no_grad():
+            spread.add_(_unpool(weights[1].mul_(grad), pool_input, state.paired(indices), module)).div_(dx)
+        if any_small:  # the gradient there (Captum's fallback)
+            (true,) = torch.autograd.grad(pooled, pool_input, grad)
+            torch.where(small, true, spread, out=spread)
         return spread, None, None
 
 
-def _maxpool(module: nn.Module, x: Tensor, y: Tensor, state: RuleState, pooled: Tensor) -> Tensor:
+_POOL_FUNCTIONS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _unpool(grad: Tensor, like: Tensor, indices: Tensor, module: nn.Module) -> Tensor:
+    """Max pooling's backward for given ``indices`` (the reference's maxima): ``grad`` added at each window's maximum.
+
+    Overlapping windows sharing a maximum add their gradients, as the pooling's own backward does.
+    """
+    indices = indices.expand(grad.shape).contiguous()
+    args = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
+    if like.dim() == 5:
+        return torch.ops.aten.max_pool3d_with_indices_backward(grad, like, *map(_triple, args[:4]), args[4], indices)
+    if like.dim() == 3:  # one-dimensional pooling is two-dimensional pooling over one row
+        pair = [(1, a) if isinstance(a, int) else (1, *a) for a in args[:4]]
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad[:, :, None], like[:, :, None], *pair[:2], (0, pair[2][1]), pair[3], args[4], indices[:, :, None]
+        ).squeeze(2)
+    return torch.ops.aten.max_pool2d_with_indices_backward(grad, like, *map(_pair, args[:4]), args[4], indices)
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _triple(value: int | tuple[int, ...]) -> tuple[int, ...]:
+    return (value, value, value) if isinstance(value, int) else tuple(value)
+
+
+def _maxpool(
+    module: nn.Module, x: Tensor, y: Tensor, state: RuleState, pooled: Tensor, x_ref: Tensor, y_ref: Tensor
+) -> Tensor:
     spatial = _POOLS[type(module)]
     if x.dim() != spatial + 2:
         raise ValueError(
@@ -341,13 +382,15 @@ def _maxpool(module: nn.Module, x: Tensor, y: Tensor, state: RuleState, pooled: 
             f"spatial dims; got {list(x.shape)}"
         )
     with torch.no_grad():
-        y_in, y_ref = _halves(y)
-        weights = torch.empty_like(y)
-        top, rest = _halves(weights)
-        torch.maximum(y_in, y_ref, out=top)
-        torch.sub(y_in, top, out=rest)
+        args = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
+        _, indices = _POOL_FUNCTIONS[spatial](x_ref, *args, return_indices=True)  # the reference's maxima
+        y_ref = state.paired(y_ref)
+        weights = torch.empty((2, *y.shape), dtype=y.dtype, device=y.device)
+        top, rest = weights[0], weights[1]
+        torch.maximum(y, y_ref, out=top)
+        torch.sub(y, top, out=rest)
         top.sub_(y_ref)
-    return _MaxPoolRule.apply(x, weights, [y, pooled, x, state])
+    return _MaxPoolRule.apply(x, weights, [y, pooled, x, x_ref, indices, module, state])
 
 
 #: The module types with a rule (exact types, as Captum's ``SUPPORTED_NON_LINEAR``) and their rule.

@@ -19,8 +19,9 @@ class DeepLift(Explainer):
 
     Shrikumar, Greenside & Kundaje 2017, "Learning Important Features Through Propagating Activation Differences",
     in the gradient formulation of Ancona et al. 2018 ("Towards better understanding of gradient-based attribution
-    methods for deep neural networks"). The input and the baseline run through the model together (one batch of
-    ``2R`` rows, each input paired with its reference); the backward pass through every non-linear module of a
+    methods for deep neural networks"). The baseline runs through the model first, without gradients (one row when
+    it is the same for every sample), recording every rule module's input and output; then the inputs run, and the
+    backward pass (through the input rows only) through every non-linear module of a
     supported type (``nn.ReLU``, ``nn.ELU``, ``nn.LeakyReLU``, ``nn.Sigmoid``, ``nn.Tanh``, ``nn.Softplus``,
     ``nn.Softmax``, ``nn.MaxPool1d/2d/3d``, matched by exact type as Captum does) uses the multiplier
     ``Δy/Δx`` instead of the local gradient (the gradient where ``|Δx| < eps``). With ``multiply_by_inputs`` the
@@ -68,7 +69,7 @@ class DeepLift(Explainer):
             multipliers alone.
         eps: below this ``|Δx|`` a module's gradient replaces ``Δy/Δx`` (Captum's ``eps``).
         tolerance: relative tolerance of the summation-to-delta check.
-        max_batch_size: the most rows per model call; each sample takes two (input and reference).
+        max_batch_size: the most input rows per model call (the baseline's call takes one row, or as many).
         task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Raises (when called):
@@ -106,9 +107,11 @@ class DeepLift(Explainer):
         return broadcast_baseline(self.baseline, inputs) if self.multiply_by_inputs else None
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
-        """Run inputs and baselines together under the rescale rules, ``max_batch_size // 2`` samples at a time."""
+        """Run the baseline, then the inputs under the rescale rules, ``max_batch_size`` samples at a time."""
         baseline = objective.reference(self.baseline, inputs)
         pairs = torch.arange(inputs.shape[0], device=inputs.device)
+        if bool((baseline == baseline[:1]).all()):  # one baseline for every sample: one reference row per chunk
+            return deeplift_pairs(self, objective, inputs, baseline[:1], pairs, torch.zeros_like(pairs))
         return deeplift_pairs(self, objective, inputs, baseline, pairs, pairs)
 
 
@@ -119,8 +122,8 @@ class DeepLiftShap(DeepLift):
     sample is explained against each of the ``K`` references with :class:`DeepLift`'s rescale rule and the results
     are averaged, so the attributions sum to ``F(x) - mean_k F(x'_k)``. Equals Captum's ``DeepLiftShap`` with the
     same ``baselines`` (with the differences listed in :class:`DeepLift`); the ``K * B`` (sample, reference) pairs
-    are evaluated ``max_batch_size // 2`` at a time. Every pair is checked for summation-to-delta and the same
-    non-linearities are refused.
+    are evaluated ``max_batch_size`` at a time, each chunk after one call of the ``K`` references. Every pair is
+    checked for summation-to-delta and the same non-linearities are refused.
 
     Args:
         baselines: reference samples ``[K, *sample_shape]`` (e.g. a few training inputs), or one reference
@@ -128,7 +131,7 @@ class DeepLiftShap(DeepLift):
         multiply_by_inputs: average ``(x - x'_k) * multiplier`` (Captum's default) instead of the multipliers.
         eps: below this ``|Δx|`` a module's gradient replaces ``Δy/Δx``.
         tolerance: relative tolerance of the summation-to-delta check.
-        max_batch_size: the most rows per model call; each pair takes two.
+        max_batch_size: the most pairs per model call.
         task: the head's task (``"binary"``, ``"regression"``, ...; see :class:`Explainer`).
 
     Example:
@@ -192,25 +195,36 @@ def deeplift_pairs(
 ) -> Tensor:
     """Sum over pairs ``p`` of the attributions of sample ``samples[p]`` against reference ``refs[choice[p]]``.
 
-    Each model call holds the inputs of up to ``max_batch_size // 2`` pairs followed by their references; the inputs'
-    target scores are differentiated under the rules (which give the reference rows the inputs' gradients, see
-    :mod:`~lightning_xai.attribution._rescale`), each pair's contributions are checked to sum to the difference of its
+    Each chunk of up to ``max_batch_size`` pairs takes two model calls (see :mod:`~lightning_xai.attribution._rescale`):
+    the references without gradients, then the inputs under the rules, whose target scores are differentiated.
+    The reference call runs each distinct reference once (the one row of a constant baseline, the ``K`` rows of a
+    reference set) unless the forward takes row-aligned extras (an ``attention_mask``), which each pair's
+    reference must share with its sample. Each pair's contributions are checked to sum to the difference of its
     two scores, and the results are added into the sample's row.
     """
     total = torch.zeros_like(inputs)
-    per_call = max(1, explainer.max_batch_size // 2)
+    aligned = bool(objective.extras.aligned)
     with rescale_rules(objective.model, explainer.eps) as state:
-        for chunk in row_chunks(samples.shape[0], per_call, inputs.device):
-            rows = samples[chunk]
+        for chunk in row_chunks(samples.shape[0], explainer.max_batch_size, inputs.device):
+            rows, picks = samples[chunk], choice[chunk]
+            each = aligned or refs.shape[0] > rows.shape[0]  # one reference row per pair, or every reference once
+            reference, which = (refs[picks], None) if each else (refs, None if refs.shape[0] == 1 else picks)
+            state.reference(reference.shape[0])
+            with torch.no_grad():
+                reference_out = objective.output(reference, rows if each else None)
             x = inputs[rows].detach().requires_grad_(True)
-            ref = refs[choice[chunk]]
-            both, both_rows = torch.cat([x, ref]), torch.cat([rows, rows])
-            state.reset()
-            state.rows = both.shape[0]
-            scores = objective(both, both_rows)
-            (grad,) = torch.autograd.grad(scores[: rows.shape[0]].sum(), x)
-            contributions = (x.detach() - ref) * grad
-            _check_summation(explainer, objective, state, scores.detach(), contributions, both, both_rows, chunk)
+            state.inputs(rows.shape[0], which)
+            scores = objective(x, rows)
+            (grad,) = torch.autograd.grad(scores.sum(), x)
+            paired, paired_out = reference, reference_out
+            if which is not None:
+                paired, paired_out = reference[which], reference_out[which]
+            if paired_out.shape[0] != rows.shape[0]:  # the one reference row of a constant baseline
+                paired_out = paired_out.expand(rows.shape[0], *paired_out.shape[1:])
+            reference_scores = objective.score_output(paired_out, rows)
+            contributions = (x.detach() - paired) * grad
+            checked = (scores.detach(), reference_scores, contributions, x, rows, chunk)
+            _check_summation(explainer, objective, state, *checked)
             total.index_add_(0, rows, contributions if explainer.multiply_by_inputs else grad)
     return total
 
@@ -220,29 +234,34 @@ def _check_summation(
     objective: Objective,
     state: RuleState,
     scores: Tensor,
+    reference_scores: Tensor,
     contributions: Tensor,
-    both: Tensor,
-    both_rows: Tensor,
+    x: Tensor,
+    rows: Tensor,
     chunk: Tensor,
 ) -> None:
-    """Raise a ValueError naming what breaks summation-to-delta if a pair's contributions miss its score change."""
-    half = contributions.shape[0]
-    delta = scores[:half] - scores[half:]
+    """Raise a ValueError naming what breaks summation-to-delta if a pair's contributions miss its score change.
+
+    Besides ``tolerance`` relative to the contributions, a few units of rounding of the two scores are allowed: the
+    input and its reference run in separate model calls, whose batch sizes can round differently.
+    """
+    delta = scores - reference_scores
     defect = state.defect.detach() if state.defect is not None else torch.zeros_like(delta)
     flat = contributions.flatten(1)
     error = (flat.sum(1) - delta - defect).abs()
     scale = delta.abs() + flat.abs().sum(1) + defect.abs()
-    bad = error > explainer.tolerance * scale + torch.finfo(scale.dtype).tiny
+    rounding = 16 * torch.finfo(scale.dtype).eps * (scores.abs() + reference_scores.abs())
+    bad = error > explainer.tolerance * scale + rounding + torch.finfo(scale.dtype).tiny
     if not bool(bad.any()):
         return
     first = int(bad.nonzero()[0, 0])
     pair = int(chunk[first])
     if isinstance(explainer, DeepLiftShap):
-        count = explainer.references(both[:1], objective.packing).shape[0]
+        count = explainer.references(x[:1], objective.packing).shape[0]
         where = f"sample {pair // count} against reference {pair % count}"
     else:
         where = f"sample {pair}"
-    found = unhandled_functions(objective.model, lambda: objective(both, both_rows), state)
+    found = unhandled_functions(objective.model, lambda: objective(x.detach().requires_grad_(True), rows), state)
     culprits = (
         "The forward calls non-linear functions outside those modules: " + "; ".join(found)
         if found
