@@ -13,7 +13,7 @@ Demos (seeded, CPU, the configs' models at the sizes given here):
 * ``digits``: scikit-learn's 8×8 digits upsampled to 16×16 (``SmallCNN`` width 16, 8 epochs): no masks;
 * ``breast_cancer``: the 30-column table (``TabularMLP``, 20 epochs): random baseline only.
 
-    python benchmarks/baselines.py [--demos synthetic digits breast_cancer] [--probe 32]
+    python benchmarks/baselines.py [--demos synthetic digits breast_cancer] [--probe 16]
 """
 
 from __future__ import annotations
@@ -58,6 +58,8 @@ from lightning_xai.metrics import (
 )
 
 BASELINES = ("baseline_random", "baseline_edges")
+#: The re-explaining checks run every 2nd evaluation (the last one included), to keep the runs short.
+SLOW_CHECKS = {"randomization_similarity": 2, "max_sensitivity": 2}
 
 
 def image_explainers() -> dict:
@@ -85,13 +87,16 @@ def demo(name: str, probe: int) -> tuple[pl.LightningModule, pl.LightningDataMod
         data = SyntheticPatternsDataModule(num_classes=4, image_size=32, pattern_size=8, num_train=2048, num_val=256)
         model = SmallCNN(in_channels=1, num_classes=4, width=16, lr=0.01)
         monitor = AttributionMonitor(
-            image_explainers(), image_metrics(True), num_probe=probe, mask_key=2, baselines=True, log_images=False
-        )
+            image_explainers(), image_metrics(True), num_probe=probe, mask_key=2, baselines=True, log_images=False,
+            metric_every_n_epochs=SLOW_CHECKS,
+        )  # fmt: skip
         return model, data, monitor, 6
     if name == "digits":
         data = DigitsDataModule(batch_size=64, image_size=16)
         model = SmallCNN(in_channels=1, num_classes=10, width=16, lr=0.01)
-        monitor = AttributionMonitor(image_explainers(), image_metrics(False), num_probe=probe, baselines=True)
+        monitor = AttributionMonitor(
+            image_explainers(), image_metrics(False), num_probe=probe, baselines=True, metric_every_n_epochs=SLOW_CHECKS
+        )
         return model, data, monitor, 8
     if name == "breast_cancer":
         data = BreastCancerDataModule()
@@ -146,7 +151,7 @@ def run(name: str, probe: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demos", nargs="+", default=["synthetic", "digits", "breast_cancer"])
-    parser.add_argument("--probe", type=int, default=32)
+    parser.add_argument("--probe", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(2)
     for name in args.demos:

@@ -1,6 +1,11 @@
 """lightning_xai: interpretability as a first-class training signal in PyTorch Lightning."""
 
-from lightning_xai.callbacks import AttributionMonitor, EmbeddingProjector, InterpretabilityGate
+from lightning_xai.callbacks import (
+    AttributionMonitor,
+    EmbeddingProjector,
+    InfluenceMonitor,
+    InterpretabilityGate,
+)
 
-__all__ = ["AttributionMonitor", "EmbeddingProjector", "InterpretabilityGate"]
+__all__ = ["AttributionMonitor", "EmbeddingProjector", "InfluenceMonitor", "InterpretabilityGate"]
 __version__ = "0.1.0"

@@ -201,6 +201,17 @@ def test_the_cams_config_scores_every_method_beside_the_baselines(tmp_path):
 
 
 @pytest.mark.slow
+def test_the_noisy_digits_config_ranks_training_samples_by_self_influence(tmp_path):
+    main(small_run(tmp_path, "noisy_digits.yaml"))
+    events = read_events(tmp_path / "runs" / "noisy_digits")
+    assert {"xai/influence/self_top_mass", "xai/influence/steps"} <= set(events.Tags()["scalars"])
+    assert events.Scalars("xai/influence/steps")[-1].value > 0
+    assert "xai/influence/suspects" in events.Tags()["images"]
+    rows = next((tmp_path / "runs" / "noisy_digits").rglob("influence.csv")).read_text().splitlines()
+    assert rows[0].startswith("index,label,steps,self_influence") and len(rows) > 1000  # one row per sample seen
+
+
+@pytest.mark.slow
 def test_the_gated_config_runs(tmp_path):
     main([*small_run(tmp_path, "gated.yaml"), "--data.init_args.num_train=128", "--data.init_args.num_val=32"])
     events = read_events(tmp_path / "runs" / "gated")

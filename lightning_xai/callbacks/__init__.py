@@ -4,5 +4,12 @@ from lightning_xai.callbacks.attribution_monitor import AttributionMonitor
 from lightning_xai.callbacks.batch import BatchSpec
 from lightning_xai.callbacks.embedding_projector import EmbeddingProjector
 from lightning_xai.callbacks.gate import InterpretabilityGate
+from lightning_xai.callbacks.influence_monitor import InfluenceMonitor
 
-__all__ = ["AttributionMonitor", "BatchSpec", "EmbeddingProjector", "InterpretabilityGate"]
+__all__ = [
+    "AttributionMonitor",
+    "BatchSpec",
+    "EmbeddingProjector",
+    "InfluenceMonitor",
+    "InterpretabilityGate",
+]

@@ -4,6 +4,7 @@ from lightning_xai.demo.binary import BinaryTabularMLP
 from lightning_xai.demo.digits import DigitsDataModule
 from lightning_xai.demo.hf import HFTextClassifier, HFViTClassifier
 from lightning_xai.demo.models import SmallCNN, TabularMLP, TinyViT, TokenTransformer
+from lightning_xai.demo.noisy import NoisyDigitsDataModule, flip_labels
 from lightning_xai.demo.synthetic import SyntheticPatternsDataModule, make_synthetic_patterns
 from lightning_xai.demo.tabular import BreastCancerDataModule, SyntheticTabularDataModule, make_synthetic_tabular
 from lightning_xai.demo.text import (
@@ -21,6 +22,7 @@ __all__ = [
     "DynamicPaddingCollator",
     "HFTextClassifier",
     "HFViTClassifier",
+    "NoisyDigitsDataModule",
     "SmallCNN",
     "SyntheticPatternsDataModule",
     "SyntheticTabularDataModule",
@@ -29,6 +31,7 @@ __all__ = [
     "TabularMLP",
     "TinyViT",
     "TokenTransformer",
+    "flip_labels",
     "make_synthetic_patterns",
     "make_synthetic_tabular",
     "make_synthetic_tokens",

@@ -1,0 +1,187 @@
+"""InfluenceMonitor in real fits: its sums equal explicit per-sample gradients of the recorded steps, and Captum's
+TracInCP on the checkpoints of the steps that used a sample; training is untouched."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from conftest import quick_trainer
+from pytorch_lightning.callbacks import Callback
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_xai import InfluenceMonitor
+from lightning_xai.influence import IndexedDataset
+
+
+class Net(pl.LightningModule):
+    """A classifier on (x, y[, index]) batches; ``kind`` picks an MLP or a CNN with BatchNorm and Dropout."""
+
+    def __init__(self, kind: str = "mlp", optimizer: str = "sgd", lr: float = 0.05):
+        super().__init__()
+        self.kind, self.optimizer, self.lr = kind, optimizer, lr
+        if kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+        else:
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2),
+                nn.Flatten(), nn.Dropout(0.3), nn.Linear(4 * 3 * 3, 3),
+            )  # fmt: skip
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", F.cross_entropy(self(batch[0]), batch[1]))
+
+    def configure_optimizers(self):
+        if self.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=self.lr)
+        optimizer = torch.optim.SGD(self.parameters(), lr=self.lr, momentum=0.5)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, 4, gamma=0.5)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def tensors(kind: str, rows: int, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    shape = (6,) if kind == "mlp" else (1, 7, 7)
+    x = torch.randn(rows, *shape, generator=generator)
+    return x, torch.randint(0, 3, (rows,), generator=generator)
+
+
+def loaders(kind: str, shuffle: bool = True, rows: int = 40, batch_size: int = 8):
+    train = IndexedDataset(TensorDataset(*tensors(kind, rows, 0)))
+    val = TensorDataset(*tensors(kind, 24, 1))
+    return DataLoader(train, batch_size=batch_size, shuffle=shuffle), DataLoader(val, batch_size=12)
+
+
+class Recorder(Callback):
+    """Keeps, at every training batch's start, the weights, the learning rates and the batch."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        rates = [group["lr"] for group in trainer.optimizers[0].param_groups]
+        state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        self.steps.append((state, rates[0], [t.clone() for t in batch]))
+
+
+def explicit(module: nn.Module, steps, probe_x, probe_y, layers: list[str], rows: int):
+    """``(influence [N, P], self [N])`` from vmap(grad) per-sample gradients of the recorded steps, in eval mode."""
+    model = copy.deepcopy(module).eval()
+    influence, self_influence = torch.zeros(rows, probe_x.shape[0]).double(), torch.zeros(rows).double()
+    for state, lr, (x, y, index) in steps:
+        model.load_state_dict(state)
+        params = {k: p.detach() for k, p in model.named_parameters() if k.rsplit(".", 1)[0] in layers}
+
+        def loss(values, sample, label):
+            out = functional_call(model, values, (sample.unsqueeze(0),), strict=False)
+            return F.cross_entropy(out, label.unsqueeze(0))
+
+        def per_sample(inputs, labels, params):
+            found = vmap(grad(loss), in_dims=(None, 0, 0))(params, inputs, labels)
+            return torch.cat([found[k].flatten(1) for k in params], 1).detach().double()
+
+        gx, gp = per_sample(x, y, params), per_sample(probe_x, probe_y, params)
+        influence.index_add_(0, index, lr * gx @ gp.T)
+        self_influence.index_add_(0, index, lr * gx.square().sum(1))
+    return influence, self_influence
+
+
+def fit(tmp_path, kind, callbacks, epochs=2, shuffle=True, model=None, **kwargs):
+    pl.seed_everything(0)
+    model = model or Net(kind, "adam" if kind == "cnn" else "sgd")
+    trainer = quick_trainer(tmp_path, callbacks, epochs, **kwargs)
+    trainer.fit(model, *loaders(kind, shuffle))
+    return trainer, model
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_sums_equal_explicit_per_sample_gradients_of_every_step(tmp_path, kind):
+    recorder, monitor = Recorder(), InfluenceMonitor(num_probe=6)
+    options = {"accumulate_grad_batches": 2} if kind == "cnn" else {}  # accumulation: the window's weights and rate
+    _, model = fit(tmp_path, kind, [recorder, monitor], logger=False, **options)
+    layers = ["net.0", "net.2"] if kind == "mlp" else ["net.0", "net.3", "net.6"]
+    assert list(monitor._layers) == layers
+    assert len(recorder.steps) == 10 and monitor.accumulators.steps == 10
+    rates = {lr for _, lr, _ in recorder.steps}
+    assert len(rates) == (3 if kind == "mlp" else 1)  # the scheduler's rates were followed
+    probe = monitor.probe
+    assert probe.size == 6 and sorted(probe.labels.tolist()) == [0, 0, 1, 1, 2, 2]  # class-balanced
+    want = explicit(model, recorder.steps, probe.inputs, probe.labels, layers, 40)
+    torch.testing.assert_close(monitor.influence.double(), want[0], rtol=1e-5, atol=1e-5 * want[0].abs().max())
+    torch.testing.assert_close(monitor.self_influence.double(), want[1], rtol=1e-5, atol=1e-7)
+    assert bool((monitor.accumulators.seen == 2).all())  # every sample in both epochs
+    assert monitor.accumulators.labels.tolist() == tensors(kind, 40, 0)[1].tolist()
+
+
+def test_one_sample_equals_captum_tracincp_on_the_checkpoints_of_its_steps(tmp_path):
+    from captum.influence import TracInCP
+
+    recorder, monitor = Recorder(), InfluenceMonitor(num_probe=6, layers=["net.2"])
+    _, model = fit(tmp_path, "mlp", [recorder, monitor], epochs=3, logger=False)
+    sample = 7
+    paths = []
+    for n, (state, lr, (_, _, index)) in enumerate(recorder.steps):
+        if sample in index.tolist():
+            paths.append(str(tmp_path / f"step{n}.pt"))
+            torch.save({"state": state, "lr": lr}, paths[-1])
+    assert len(paths) == 3
+
+    def load(net, path):
+        saved = torch.load(path, weights_only=True)
+        net.load_state_dict(saved["state"])
+        return saved["lr"]
+
+    x, y = tensors("mlp", 40, 0)
+    tracin = TracInCP(
+        copy.deepcopy(model).eval(), TensorDataset(x[sample : sample + 1], y[sample : sample + 1]), paths, load,
+        layers=["net.2"], loss_fn=nn.CrossEntropyLoss(reduction="none"), batch_size=1,
+    )  # fmt: skip
+    probe = monitor.probe
+    captum = tracin.influence((probe.inputs, probe.labels))[:, 0]
+    torch.testing.assert_close(monitor.influence[sample], captum, rtol=1e-5, atol=1e-7)
+    captum_self = tracin.self_influence(DataLoader(TensorDataset(x[sample : sample + 1], y[sample : sample + 1])))
+    torch.testing.assert_close(monitor.self_influence[sample : sample + 1], captum_self, rtol=1e-5, atol=1e-8)
+    assert captum.abs().max() > 1e-3
+
+
+def test_training_is_bit_identical_with_the_monitor(tmp_path):
+    _, plain = fit(tmp_path / "a", "cnn", [], logger=False)
+    _, watched = fit(tmp_path / "b", "cnn", [InfluenceMonitor(num_probe=4)], logger=False)
+    for (name, a), b in zip(plain.state_dict().items(), watched.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name  # weights and BatchNorm statistics
+
+
+def test_every_n_steps_computes_only_those_steps(tmp_path):
+    recorder, monitor = Recorder(), InfluenceMonitor(num_probe=3, every_n_steps=2)
+    _, model = fit(tmp_path, "mlp", [recorder, monitor], logger=False)
+    kept = recorder.steps[::2]  # global steps 0, 2, ..., 8
+    assert monitor.accumulators.steps == 5 and int(monitor.accumulators.seen.sum()) == 5 * 8
+    want = explicit(model, kept, monitor.probe.inputs, monitor.probe.labels, ["net.0", "net.2"], 40)
+    torch.testing.assert_close(monitor.self_influence.double(), want[1], rtol=1e-5, atol=1e-7)
+
+
+def test_resumed_run_continues_the_sums(tmp_path):
+    straight = InfluenceMonitor(num_probe=4)
+    fit(tmp_path / "a", "mlp", [straight], epochs=2, shuffle=False, logger=False)
+    first = InfluenceMonitor(num_probe=4)
+    trainer, _ = fit(tmp_path / "b", "mlp", [first], epochs=1, shuffle=False, logger=False)
+    trainer.save_checkpoint(tmp_path / "one.ckpt")
+    resumed = InfluenceMonitor(num_probe=4)
+    pl.seed_everything(0)
+    trainer = quick_trainer(tmp_path / "c", [resumed], 2, logger=False)
+    trainer.fit(Net("mlp"), *loaders("mlp", shuffle=False), ckpt_path=tmp_path / "one.ckpt")
+    assert torch.equal(resumed.probe.inputs, straight.probe.inputs)
+    assert resumed.accumulators.steps == straight.accumulators.steps == 10
+    torch.testing.assert_close(resumed.influence, straight.influence)
+    torch.testing.assert_close(resumed.self_influence, straight.self_influence)
