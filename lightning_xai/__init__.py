@@ -5,7 +5,8 @@ from lightning_xai.callbacks import (
     EmbeddingProjector,
     InfluenceMonitor,
     InterpretabilityGate,
+    ShortcutMonitor,
 )
 
-__all__ = ["AttributionMonitor", "EmbeddingProjector", "InfluenceMonitor", "InterpretabilityGate"]
+__all__ = ["AttributionMonitor", "EmbeddingProjector", "InfluenceMonitor", "InterpretabilityGate", "ShortcutMonitor"]
 __version__ = "0.1.0"

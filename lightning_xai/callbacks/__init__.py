@@ -5,6 +5,7 @@ from lightning_xai.callbacks.batch import BatchSpec
 from lightning_xai.callbacks.embedding_projector import EmbeddingProjector
 from lightning_xai.callbacks.gate import InterpretabilityGate
 from lightning_xai.callbacks.influence_monitor import InfluenceMonitor
+from lightning_xai.callbacks.shortcut_monitor import ShortcutMonitor
 
 __all__ = [
     "AttributionMonitor",
@@ -12,4 +13,5 @@ __all__ = [
     "EmbeddingProjector",
     "InfluenceMonitor",
     "InterpretabilityGate",
+    "ShortcutMonitor",
 ]

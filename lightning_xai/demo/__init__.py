@@ -1,6 +1,7 @@
 """Small models and datamodules for the configs, examples, tests and benchmarks (no downloads)."""
 
 from lightning_xai.demo.binary import BinaryTabularMLP
+from lightning_xai.demo.decoy import DecoyDigitsDataModule, GuidedCNN
 from lightning_xai.demo.digits import DigitsDataModule
 from lightning_xai.demo.hf import HFTextClassifier, HFViTClassifier
 from lightning_xai.demo.models import SmallCNN, TabularMLP, TinyViT, TokenTransformer
@@ -18,8 +19,10 @@ from lightning_xai.demo.tokens import SyntheticTokensDataModule, make_synthetic_
 __all__ = [
     "BinaryTabularMLP",
     "BreastCancerDataModule",
+    "DecoyDigitsDataModule",
     "DigitsDataModule",
     "DynamicPaddingCollator",
+    "GuidedCNN",
     "HFTextClassifier",
     "HFViTClassifier",
     "NoisyDigitsDataModule",
