@@ -99,9 +99,11 @@ def test_fit_writes_heatmaps_histograms_scalars_and_layout(tmp_path):
 
     # The same probe samples are shown at every evaluation: the input column does not change.
     first, second = (np.array(Image.open(io.BytesIO(e.encoded_image_string))) for e in events.Images("xai/ig/heatmaps"))
-    cell = first.shape[1] // 3
-    np.testing.assert_array_equal(first[:, :cell], second[:, :cell])
-    assert not np.array_equal(first[:, cell:], second[:, cell:])  # while the explanations evolve
+    cell = 16 * 6 + 2 * 2  # 16-px images enlarged to >= 96 px, with padding; the cells end the picture's rows
+    inputs = [image[:, image.shape[1] - 3 * cell : image.shape[1] - 2 * cell] for image in (first, second)]
+    np.testing.assert_array_equal(*inputs)
+    maps = [image[:, image.shape[1] - 2 * cell :] for image in (first, second)]
+    assert not np.array_equal(*maps)  # while the explanations evolve
 
 
 def test_probe_is_drawn_after_the_sanity_check_and_class_balanced(tmp_path):

@@ -5,14 +5,18 @@ import pytest
 import torch
 
 from lightning_xai.render import attribution_grid, colorize, input_to_rgb, reduce_channels, robust_normalize
+from lightning_xai.render.grid import attribution_cells
 
 
 def test_an_outlier_does_not_wash_out_the_map():
-    maps = torch.ones(1, 10, 10)
-    maps[0, 0, 0] = 1e6
+    maps = torch.arange(100.0).view(1, 10, 10) / 99
+    maps[0, 9, 9] = 1e6
     normalised = robust_normalize(maps, signed=False)
-    assert normalised[0, 0, 0] == 1.0
-    assert torch.allclose(normalised.flatten()[1:], torch.ones(99))  # a plain max-scaling would give 1e-6
+    assert normalised[0, 9, 9] == 1.0
+    assert normalised.flatten()[:99].max() > 0.95  # a plain max-scaling would leave them below 1e-6
+    spot = torch.ones(1, 4, 4)
+    spot[0, 1, 2] = 5.0  # one spot above a flat floor: the percentile is 0, the maximum scales it
+    assert robust_normalize(spot, signed=False).flatten().tolist() == [0.0] * 6 + [1.0] + [0.0] * 9
 
 
 def test_signed_normalisation_keeps_zero_and_sign_per_sample():
@@ -25,6 +29,12 @@ def test_unsigned_normalisation_clamps_negatives_and_zero_maps_stay_zero():
     normalised = robust_normalize(torch.tensor([[[-1.0, 2.0]], [[0.0, 0.0]]]), signed=False, percentile=100)
     torch.testing.assert_close(normalised, torch.tensor([[[0.0, 1.0]], [[0.0, 0.0]]]))
     assert torch.isfinite(robust_normalize(torch.zeros(2, 3, 3), signed=True)).all()
+
+
+def test_unsigned_maps_with_a_large_floor_are_shown_above_it():
+    rollout = torch.tensor([[[10.0, 10.0, 10.5, 11.0]], [[3.0, 3.0, 3.0, 3.0]]])  # a baseline share everywhere
+    normalised = robust_normalize(rollout, signed=False, percentile=100)
+    torch.testing.assert_close(normalised, torch.tensor([[[0.0, 0.0, 0.5, 1.0]], [[0.0, 0.0, 0.0, 0.0]]]))
 
 
 def test_normalisation_is_the_same_rule_at_every_scale():
@@ -56,7 +66,7 @@ def test_reduce_channels():
 def test_grid_layout_cell_by_cell():
     inputs = torch.rand(3, 1, 8, 8)
     attr = torch.randn(3, 1, 8, 8)
-    grid = attribution_grid(inputs, attr, signed=True, min_cell_size=16, padding=1)
+    grid = attribution_cells(inputs, attr, signed=True, min_cell_size=16, padding=1)
     cell = 16 + 2
     assert grid.shape == (3, 3 * cell, 3 * cell)
     assert grid.min() >= 0 and grid.max() <= 1
@@ -68,9 +78,37 @@ def test_grid_layout_cell_by_cell():
     torch.testing.assert_close(attribution_grid(inputs, attr, signed=True), attribution_grid(inputs, attr, signed=True))
 
 
+def test_the_grid_has_headers_captions_and_a_colour_bar_around_the_cells():
+    inputs, attr = torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
+    cells = attribution_cells(inputs, attr, signed=True)
+    plain = attribution_grid(inputs, attr, signed=True, title="ig")
+    captioned = attribution_grid(inputs, attr, signed=True, title="ig", captions=["label 1", "label 0 · pred 1"],
+                                 wrong=[False, True])  # fmt: skip
+    rows = cells.shape[1]
+    header = next(top for top in range(64) if torch.allclose(plain[:, top : top + rows], cells, atol=1 / 255))
+    assert header >= 13  # a header line of text above the cells, which are unchanged
+    assert plain.shape[2] == cells.shape[2] and captioned.shape[2] > cells.shape[2]  # captions get a column
+    assert (plain[:, :header] < 0.5).any()  # header text is drawn
+    left = captioned.shape[2] - cells.shape[2]
+    rows = captioned[:, header : header + cells.shape[1], :left]
+    second = rows[:, cells.shape[1] // 2 :]
+    assert (second[0] > 0.6).logical_and(second[1] < 0.4).any()  # the wrong prediction's caption is red
+    assert not (rows[:, : cells.shape[1] // 2][0] - rows[:, : cells.shape[1] // 2][1] > 0.3).any()  # the other black
+    bar = plain[:, header + cells.shape[1] :, cells.shape[2] // 3 : 2 * cells.shape[2] // 3]
+    assert (bar[2] - bar[0] > 0.3).any() and (bar[0] - bar[2] > 0.3).any()  # blue and red in the colour bar
+    with pytest.raises(ValueError, match=r"captions must have one entry per sample \(2\); got 1"):
+        attribution_grid(inputs, attr, signed=True, captions=["one"])
+
+
+def test_overlays_stay_readable_on_black_inputs():
+    cells = attribution_cells(torch.zeros(1, 1, 8, 8), -torch.ones(1, 1, 8, 8), signed=True, min_cell_size=8)
+    overlay_cell = cells[:, 2:10, 2 * 12 + 2 : 2 * 12 + 10]  # negative evidence over a black image
+    assert overlay_cell[2].min() > 0.3 and (overlay_cell[2] - overlay_cell[0]).min() > 0.1  # visibly blue
+
+
 def test_layer_maps_are_resized_for_display():
-    grid = attribution_grid(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 4, 4), signed=False)
-    assert grid.shape == (3, 2 * 68, 3 * 68)
+    grid = attribution_cells(torch.rand(2, 3, 16, 16), torch.rand(2, 1, 4, 4), signed=False)
+    assert grid.shape == (3, 2 * 100, 3 * 100)
     with pytest.raises(ValueError, match="maps of another spatial size must have one channel"):
         attribution_grid(torch.rand(2, 3, 16, 16), torch.rand(2, 3, 4, 4), signed=False)
     with pytest.raises(ValueError, match=r"image inputs must be \[B, C, H, W\]; got shape \[2, 16\]"):

@@ -41,7 +41,7 @@ def test_the_trigger_tokens_get_the_highest_attribution_after_training(tmp_path)
     triggers = ("alpha", "beta", "gamma")
     hits = sum(any(f"top: {word} (" in line for word in triggers) for line in lines)
     assert hits >= 10, panel.decode()
-    assert all(f"label {k}: " in "".join(lines) for k in range(3))
+    assert all(f"label {k} · pred " in "".join(lines) for k in range(3))  # captions carry the prediction
 
 
 def test_embedding_attributions_are_summed_to_one_score_per_token():

@@ -41,7 +41,11 @@ def test_images_give_the_heatmap_grid_and_patch_maps_fit():
     assert view.fits(attr) and view.fits(torch.rand(2, 1, 2, 2))  # a patch grid is upsampled
     assert not view.fits(torch.rand(2, 16)) and not view.fits(torch.rand(3, 1, 8, 8))
     rendered = view.render(attr, signed=True, title="ig")
-    torch.testing.assert_close(rendered.images["heatmaps"], attribution_grid(images, attr, signed=True))
+    torch.testing.assert_close(rendered.images["heatmaps"], attribution_grid(images, attr, signed=True, title="ig"))
+    view.set_captions(["label 0", "label 1"], [False, True])
+    captioned = view.render(attr, signed=True, title="ig").images["heatmaps"]
+    expected = attribution_grid(images, attr, signed=True, title="ig", captions=["label 0", "label 1"], wrong=[0, 1])
+    torch.testing.assert_close(captioned, expected)
     assert not rendered.figures and not rendered.texts
 
 

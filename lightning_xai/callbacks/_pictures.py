@@ -13,11 +13,13 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lightning_xai.attribution import AttentionRollout
-from lightning_xai.attribution._model import as_tuple
+from lightning_xai.attribution import AttentionRollout, explanation_mode
+from lightning_xai.attribution._base import resolve_task
+from lightning_xai.attribution._model import as_tuple, logits_of
 from lightning_xai.callbacks._evaluation import Evaluation, Explained, PathSummary, first_sample_attention
 from lightning_xai.callbacks._loggers import Visuals, custom_scalars_layout, media_loggers, write_visuals
-from lightning_xai.callbacks._probe import Probe
+from lightning_xai.callbacks._probe import Probe, class_vector
+from lightning_xai.callbacks._xai_tab import TabWriter
 from lightning_xai.render import Vocabulary, attention_grid, curves_figure, decode, sanitize_names, units_figure
 from lightning_xai.render.views import View, choose_view, format_label
 
@@ -45,6 +47,8 @@ class Presenter:
         self.view: View | None = None
         self.layouts_written: set[int] = set()
         self.charted: list[str] = []  # the tags with summary scalars (per-feature curves)
+        self.labels: Tensor | None = None
+        self.tab = TabWriter(on_error)  # the XAI tab's side files (every evaluation kept)
 
     def choose(self, trainer: pl.Trainer, probe: Probe, input_keys: Sequence[object]) -> View | None:
         """The view of the probe's kind of input (chosen once per probe; :meth:`forget` for a new probe)."""
@@ -56,6 +60,7 @@ class Presenter:
                 self.view = make_view(trainer, probe, names, **{k: self.options[k] for k in keys}, warn=self.warn)
             except Exception as err:
                 self.on_error("choosing the pictures", err)
+            self.labels = probe.labels
         return self.view
 
     def forget(self) -> None:
@@ -90,6 +95,11 @@ class Presenter:
         loggers = media_loggers(trainer)
         if not loggers or self.view is None:
             return
+        self.tab.write(trainer, result, explained, self.labels, self.view)
+        try:
+            self.view.set_captions(*prediction_captions(explained, self.labels))
+        except Exception as err:
+            self.on_error("captioning the pictures", err)
         try:
             keys = ("log_images", "log_histograms", "top_units")
             shown = visuals(result, self.view, explained, paths, self.paths_name, **{k: self.options[k] for k in keys})
@@ -130,6 +140,31 @@ def feature_namer(trainer: pl.Trainer, given: list[str] | None, warn: Warn) -> C
         return sanitize_names(list(found))
 
     return names
+
+
+def prediction_captions(explained: Explained, labels: Tensor | None) -> tuple[list[str] | None, list[bool] | None]:
+    """Per probe sample ``"label 3 · pred 5 (0.62)"`` at this evaluation, and whether the prediction is wrong.
+
+    Predictions and their probability are shown for multiclass (softmax) and binary (sigmoid) heads; other heads
+    get their labels only. ``wrong`` is known where labels are class indices.
+    """
+    task = resolve_task(explained.task, explained.model)
+    named = None if labels is None else [format_label(y) for y in labels]
+    if task.name not in ("multiclass", "binary"):
+        return named, None
+    with torch.no_grad(), explanation_mode(explained.model):
+        out = logits_of(explained.model(*as_tuple(explained.inputs), **explained.extras)).float()
+    if task.name == "binary":
+        p_one = torch.sigmoid(out.flatten())
+        pred, confidence = (p_one > 0.5).long(), torch.where(p_one > 0.5, p_one, 1 - p_one)
+    else:
+        confidence, pred = torch.softmax(out, dim=1).max(dim=1)
+    shown = [f"pred {int(c)} ({float(p):.2f})" for c, p in zip(pred.tolist(), confidence.tolist(), strict=True)]
+    if named is None:
+        return shown, None
+    classes = class_vector(labels.to(pred.device), pred.shape[0])
+    wrong = None if classes is None else (classes != pred).tolist()
+    return [f"{n} · {p}" for n, p in zip(named, shown, strict=True)], wrong
 
 
 def captions(probe: Probe) -> list[str] | None:

@@ -52,10 +52,12 @@ def _top(mean_abs: Tensor, top_k: int) -> list[int]:
 
 
 def importance_figure(names: list[str], mean_abs: Tensor, signed_mean: Tensor, title: str, top_k: int = 10) -> Figure:
-    """Horizontal bars of the ``top_k`` features by mean ``|a|``, most important on top.
+    """Horizontal bars of the ``top_k`` features by mean ``|a|``, most important on top, diverging by sign.
 
-    Bars are coloured by the sign of the mean attribution (red: pushes towards the target class on average, blue:
-    away).
+    Each feature gets a grey bar of its mean ``|a|`` (the ranking) and, over it, a bar of its signed mean from
+    zero: to the right in red where it pushes towards the explained class on average, to the left in blue where it
+    pushes away. A legend says so. The figure is sized for a TensorBoard card (text of 11 points and more at 100
+    dpi), with a constrained layout so the title and the names are never cut.
 
     Example:
         >>> import torch
@@ -65,14 +67,22 @@ def importance_figure(names: list[str], mean_abs: Tensor, signed_mean: Tensor, t
         ['c', 'b']
     """
     top = _top(mean_abs, top_k)[::-1]  # barh draws bottom-up
-    figure = Figure(figsize=(5.5, 0.35 * len(top) + 1.2), dpi=100)
+    figure = Figure(figsize=(6.4, 0.42 * len(top) + 1.9), dpi=100, layout="constrained")
     axes = figure.add_subplot()
-    colours = ["#c0392b" if float(signed_mean[i]) >= 0 else "#2c7bb6" for i in top]
-    axes.barh(range(len(top)), [float(mean_abs[i]) for i in top], color=colours)
-    axes.set_yticks(range(len(top)), [names[i] for i in top], fontsize="small")
-    axes.set(title=f"{title}: mean |attribution| (red: positive on average)", xlabel="mean |attribution|")
+    rows = range(len(top))
+    magnitudes, means = [float(mean_abs[i]) for i in top], [float(signed_mean[i]) for i in top]
+    axes.barh(rows, magnitudes, color="#d5d8dc", height=0.8, label="mean |a| (the ranking)")
+    positive = [m if m >= 0 else 0.0 for m in means]
+    negative = [m if m < 0 else 0.0 for m in means]
+    axes.barh(rows, positive, color="#c0392b", height=0.45, label="mean a > 0: for the class")
+    axes.barh(rows, negative, color="#2c7bb6", height=0.45, label="mean a < 0: against it")
+    axes.axvline(0.0, color="black", linewidth=0.8)
+    axes.set_yticks(list(rows), [names[i] for i in top], fontsize=11)
+    axes.tick_params(axis="x", labelsize=10)
+    axes.set_title(f"{title}: top {len(top)} features", fontsize=12, loc="left")
+    axes.set_xlabel("attribution (mean over the probe)", fontsize=11)
     axes.grid(axis="x", alpha=0.3)
-    figure.tight_layout()
+    axes.legend(fontsize=10, loc="lower right", framealpha=0.9)
     return figure
 
 

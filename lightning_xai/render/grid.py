@@ -1,17 +1,25 @@
-"""One picture per explainer: a row per probe sample, showing input | heatmap | overlay."""
+"""One picture per explainer: a row per probe sample (input | heatmap | overlay), with headers, captions, colour bar."""
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from lightning_xai.render.heatmap import colorize, reduce_channels, robust_normalize
 
-__all__ = ["attribution_grid", "input_to_rgb", "overlay"]
+__all__ = ["attribution_cells", "attribution_grid", "input_to_rgb", "overlay"]
 
 _PAD_VALUE = 1.0  # white lines between cells
 _OVERLAY_STRENGTH = 0.7
+#: The overlay's grey input never gets darker than this, so blue and red stay visible over black pixels.
+_OVERLAY_FLOOR = 0.45
+_FONT_SIZE = 13  # pixels: at least 10 where TensorBoard shows the grid at its own size
+_WRONG = (192, 57, 43)  # caption colour of a wrong prediction
 
 
 def input_to_rgb(inputs: Tensor) -> Tensor:
@@ -49,16 +57,22 @@ def attribution_grid(
     signed: bool,
     percentile: float = 99.0,
     cmap: str | None = None,
-    min_cell_size: int = 64,
+    min_cell_size: int = 96,
     padding: int = 2,
+    title: str = "attribution",
+    captions: list[str] | None = None,
+    wrong: list[bool] | None = None,
 ) -> Tensor:
-    """One image ``[3, H_grid, W_grid]`` in [0, 1]: a row per sample, columns input | heatmap | overlay.
+    """One image ``[3, H, W]`` in [0, 1]: a header, a row per sample (input | heatmap | overlay), a colour bar.
 
-    The heatmap is :func:`~lightning_xai.render.robust_normalize` of the channel-reduced attributions, coloured
-    with a diverging map if ``signed`` else a sequential one. The overlay shows the input in grey where the
-    attribution is weak and the heatmap's colour where it is strong (opacity ``0.7 * |value|``). Small inputs are
-    enlarged by an integer nearest-neighbour factor so each cell's shorter side is at least ``min_cell_size``
-    pixels; cells are separated by ``padding`` white pixels.
+    The heatmap is :func:`~lightning_xai.render.robust_normalize` of the channel-reduced attributions (each map
+    divided by its own ``percentile``-th percentile of ``|a|``), coloured with a diverging map if ``signed`` else a
+    sequential one; the colour bar at the bottom gives that scale. The overlay shows the input in grey (lifted to at
+    least 45 % brightness, so colours stay visible over black pixels) where the attribution is weak and the
+    heatmap's colour where it is strong (opacity ``0.7 * |value|``). Small inputs are enlarged by an integer
+    nearest-neighbour factor so each cell's shorter side is at least ``min_cell_size`` pixels; cells are separated
+    by ``padding`` white pixels. The header names the columns (``title`` for the heatmap); ``captions`` go beside
+    their rows, in red where ``wrong`` (e.g. a wrong prediction).
 
     Args:
         inputs: images ``[B, C, H, W]``.
@@ -69,10 +83,37 @@ def attribution_grid(
         cmap: a matplotlib colour map name instead of the default.
         min_cell_size: the smallest cell side in pixels.
         padding: pixels between cells.
+        title: the heatmap column's header (the explainer's name).
+        captions: a caption per sample (its label, prediction and confidence), or ``None``.
+        wrong: per sample, whether its caption is drawn as wrong (red).
 
     Example:
-        >>> attribution_grid(torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8), signed=True).shape
-        torch.Size([3, 136, 204])
+        >>> grid = attribution_grid(torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8), signed=True)
+        >>> grid.shape[0], grid.shape[2]  # three cells of 96 + 2 * 2 pixels across
+        (3, 300)
+    """
+    if captions is not None and len(captions) != inputs.shape[0]:
+        raise ValueError(f"captions must have one entry per sample ({inputs.shape[0]}); got {len(captions)}")
+    grid = attribution_cells(inputs, attributions, signed, percentile, cmap, min_cell_size, padding)
+    height, width = grid.shape[1] // inputs.shape[0], grid.shape[2] // 3
+    bar = _colour_bar(width - 2 * padding, signed, cmap, percentile)
+    return _annotate(grid, width, height, ["input", title, "overlay"], captions, wrong, bar)
+
+
+def attribution_cells(
+    inputs: Tensor,
+    attributions: Tensor,
+    signed: bool,
+    percentile: float = 99.0,
+    cmap: str | None = None,
+    min_cell_size: int = 96,
+    padding: int = 2,
+) -> Tensor:
+    """The cells of :func:`attribution_grid` alone, ``[3, B * cell, 3 * cell]``: no header, captions or colour bar.
+
+    Example:
+        >>> attribution_cells(torch.rand(2, 1, 8, 8), torch.randn(2, 1, 8, 8), signed=True).shape
+        torch.Size([3, 200, 300])
     """
     if inputs.dim() != 4:
         raise ValueError(f"image inputs must be [B, C, H, W]; got shape {list(inputs.shape)}")
@@ -92,8 +133,9 @@ def attribution_grid(
         maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
     values = robust_normalize(reduce_channels(maps, signed), signed, percentile)
     heat = colorize(values, signed, cmap)
-    gray = input_to_rgb(inputs).mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-    cells = torch.stack([input_to_rgb(inputs), heat, overlay(gray, heat, _OVERLAY_STRENGTH * values.abs()[:, None])])
+    rgb = input_to_rgb(inputs)
+    gray = (_OVERLAY_FLOOR + (1 - _OVERLAY_FLOOR) * rgb.mean(dim=1, keepdim=True)).expand(-1, 3, -1, -1)
+    cells = torch.stack([rgb, heat, overlay(gray, heat, _OVERLAY_STRENGTH * values.abs()[:, None])])
     factor = max(1, -(-min_cell_size // min(size)))
     cells = F.interpolate(cells.flatten(0, 1), scale_factor=factor, mode="nearest")
     cells = F.pad(cells, (padding, padding, padding, padding), value=_PAD_VALUE)
@@ -101,3 +143,58 @@ def attribution_grid(
     _, channels, height, width = cells.shape
     grid = cells.reshape(columns, batch, channels, height, width).permute(2, 1, 3, 0, 4)
     return grid.reshape(channels, batch * height, columns * width)
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _text_width(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont) -> int:
+    left, _, right, _ = draw.textbbox((0, 0), text, font=font)
+    return int(right - left)
+
+
+def _colour_bar(width: int, signed: bool, cmap: str | None, percentile: float) -> tuple[Tensor, list[str], str]:
+    """The colour map as a strip ``[3, 12, width]``, its tick labels and what the scale means."""
+    ramp = torch.linspace(-1.0 if signed else 0.0, 1.0, width)
+    strip = colorize(ramp.view(1, 1, width).expand(1, 12, width), signed, cmap)[0]
+    ticks = ["-1", "0", "+1"] if signed else ["0", "", "1"]
+    return strip, ticks, f"colours: each map divided by its own p{percentile:g} of |attribution|"
+
+
+def _annotate(
+    grid: Tensor,
+    cell_width: int,
+    cell_height: int,
+    headers: list[str],
+    captions: list[str] | None,
+    wrong: list[bool] | None,
+    bar: tuple[Tensor, list[str], str],
+) -> Tensor:
+    """Add the header row, the caption column and the colour bar around ``grid`` (drawn with Pillow)."""
+    font = _font(_FONT_SIZE)
+    line = _FONT_SIZE + 6
+    image = Image.fromarray(grid.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    probe = ImageDraw.Draw(image)
+    caption_width = 0 if captions is None else 8 + max(_text_width(probe, c, font) for c in captions)
+    strip, ticks, meaning = bar
+    canvas = Image.new("RGB", (caption_width + image.width, line + image.height + 3 * line + 16), "white")
+    canvas.paste(image, (caption_width, line))
+    draw = ImageDraw.Draw(canvas)
+    for column, header in enumerate(headers):
+        clipped = header if _text_width(draw, header, font) < cell_width - 4 else header[: cell_width // 8] + "…"
+        x = caption_width + column * cell_width + (cell_width - _text_width(draw, clipped, font)) // 2
+        draw.text((x, 3), clipped, fill="black", font=font)
+    for row, caption in enumerate(captions or []):
+        colour = _WRONG if wrong is not None and wrong[row] else (0, 0, 0)
+        y = line + row * cell_height + (cell_height - _FONT_SIZE) // 2
+        draw.text((4, y), caption, fill=colour, font=font)
+    strip_image = Image.fromarray(strip.mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+    left, top = caption_width + cell_width + (cell_width - strip_image.width) // 2, line + image.height + 4
+    canvas.paste(strip_image, (left, top))
+    for position, tick in zip((0.0, 0.5, 1.0), ticks, strict=True):
+        x = left + int(position * (strip_image.width - 1)) - _text_width(draw, tick, font) // 2
+        draw.text((x, top + strip_image.height + 1), tick, fill="black", font=font)
+    draw.text((4, top + strip_image.height + line), meaning, fill="black", font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).float().div(255.0)

@@ -43,11 +43,14 @@ def _per_sample_quantile(values: Tensor, q: float) -> Tensor:
 def robust_normalize(maps: Tensor, signed: bool, percentile: float = 99.0) -> Tensor:
     """Scale each map by its own ``percentile``-th percentile of ``|m|`` and clip, so outliers cannot wash it out.
 
-    Signed maps land in [-1, 1] (zero stays zero, so colour means the same sign everywhere); unsigned maps have
-    negatives clamped to 0 and land in [0, 1]. The rule depends on nothing but the map, so maps of the same sample
-    are comparable across epochs. Smilkov et al. 2017 (SmoothGrad) clip visualisations at the 99th percentile too;
-    Captum's ``visualization`` clips at ``100 - outlier_perc`` with ``outlier_perc=2`` by default. All-zero maps
-    give zeros.
+    Signed maps land in [-1, 1] (zero stays zero, so colour means the same sign everywhere). Unsigned maps have
+    negatives clamped to 0, then their own minimum subtracted before scaling, and land in [0, 1]: a map that is
+    large everywhere (attention rollout, whose identity term gives every token a share) shows where it exceeds
+    its floor instead of a uniformly bright image; a constant map shows as 0. Where the percentile is 0 but the
+    map is not (one spot above a flat floor), the maximum scales it. The rule depends on nothing but the map, so
+    maps of the same sample are comparable across epochs. Smilkov et al. 2017 (SmoothGrad) clip visualisations at
+    the 99th percentile too; Captum's ``visualization`` clips at ``100 - outlier_perc`` with ``outlier_perc=2`` by
+    default. All-zero maps give zeros.
 
     Example:
         >>> robust_normalize(torch.tensor([[1.0, 2.0, -2.0, 100.0]]), signed=True, percentile=50).tolist()
@@ -58,7 +61,9 @@ def robust_normalize(maps: Tensor, signed: bool, percentile: float = 99.0) -> Te
     flat = maps.reshape(maps.shape[0], -1).float()
     if not signed:
         flat = flat.clamp(min=0)
+        flat = flat - flat.amin(dim=1, keepdim=True)
     scale = _per_sample_quantile(flat.abs(), percentile / 100.0).unsqueeze(1)
+    scale = torch.where(scale > 0, scale, flat.abs().amax(dim=1, keepdim=True))
     scaled = torch.where(scale > 0, flat / scale.clamp(min=torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
     return scaled.clamp(-1.0 if signed else 0.0, 1.0).reshape(maps.shape)
 

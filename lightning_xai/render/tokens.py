@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import matplotlib
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_xai.render.heatmap import DIVERGING, SEQUENTIAL, robust_normalize
 
-__all__ = ["Vocabulary", "decode", "token_figure", "token_markdown"]
+__all__ = ["Vocabulary", "decode", "text_colour", "token_figure", "token_markdown"]
 
 #: Token id → text: a list indexed by id, or a function.
 Vocabulary = Sequence[str] | Callable[[int], str]
@@ -58,19 +59,31 @@ def token_figure(
     """
     values = robust_normalize(scores.detach().float().cpu(), signed, percentile=100.0).numpy()
     rows, length = values.shape
-    figure = Figure(figsize=(max(4.0, 0.55 * length + 1.5), 0.45 * rows + 1.0), dpi=100)
+    figure = Figure(figsize=(max(5.0, 0.8 * length + 2.0), 0.5 * rows + 1.2), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     limits = (-1.0, 1.0) if signed else (0.0, 1.0)
-    axes.imshow(values, cmap=DIVERGING if signed else SEQUENTIAL, vmin=limits[0], vmax=limits[1], aspect="auto")
+    cmap = matplotlib.colormaps[DIVERGING if signed else SEQUENTIAL]
+    axes.imshow(values, cmap=cmap, vmin=limits[0], vmax=limits[1], aspect="auto")
     for r, row in enumerate(tokens):
         for t, text in enumerate(row):
-            dark = abs(values[r, t]) > 0.6 if signed else values[r, t] < 0.5
-            axes.text(t, r, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            cell = cmap((values[r, t] - limits[0]) / (limits[1] - limits[0]))
+            axes.text(t, r, text, ha="center", va="center", fontsize=10, color=text_colour(cell))
     axes.set_xticks([])
-    axes.set_yticks(range(rows), labels if labels is not None else [str(r) for r in range(rows)], fontsize=7)
-    axes.set_title(title, fontsize="small")
-    figure.tight_layout()
+    axes.set_yticks(range(rows), labels if labels is not None else [str(r) for r in range(rows)], fontsize=10)
+    axes.set_title(title, fontsize=12, loc="left")
     return figure
+
+
+def text_colour(background: Sequence[float]) -> str:
+    """Black or white, whichever contrasts more with an RGB(A) ``background`` in [0, 1] (WCAG relative luminance).
+
+    Example:
+        >>> text_colour((0.05, 0.05, 0.3)), text_colour((0.95, 0.9, 0.6))
+        ('white', 'black')
+    """
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in background[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "black" if (luminance + 0.05) / 0.05 > 1.05 / (luminance + 0.05) else "white"
 
 
 def token_markdown(tokens: list[list[str]], scores: Tensor, top_k: int = 3, labels: list[str] | None = None) -> str:

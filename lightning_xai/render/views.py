@@ -57,6 +57,13 @@ class View(abc.ABC):
     """Turns attributions of one kind of input into pictures, texts and summary scalars."""
 
     kind: InputKind = "other"
+    #: A caption per sample for the next renders (label, prediction, confidence), and which are wrong.
+    captions: list[str] | None = None
+    wrong: list[bool] | None = None
+
+    def set_captions(self, captions: list[str] | None, wrong: list[bool] | None = None) -> None:
+        """Caption each sample in the pictures rendered from now on (``wrong`` ones are marked)."""
+        self.captions, self.wrong = captions, wrong
 
     def fits(self, attributions: Tensor | tuple[Tensor, ...]) -> bool:
         """Whether ``attributions`` are shaped so this view can show them (layer maps may not be)."""
@@ -85,14 +92,14 @@ class ImageView(View):
     Example:
         >>> import torch
         >>> view = ImageView(torch.rand(2, 1, 8, 8))
-        >>> view.render(torch.rand(2, 1, 2, 2), signed=False, title="gradcam").images["heatmaps"].shape
-        torch.Size([3, 136, 204])
+        >>> view.render(torch.rand(2, 1, 2, 2), signed=False, title="gradcam").images["heatmaps"].shape[2]
+        300
     """
 
     kind = "image"
 
-    def __init__(self, images: Tensor) -> None:
-        self.images = images
+    def __init__(self, images: Tensor, captions: list[str] | None = None) -> None:
+        self.images, self.captions = images, captions
 
     def fits(self, attributions: Tensor | tuple[Tensor, ...]) -> bool:
         """Maps ``[B, C, H, W]`` like the images, or one-channel maps over a patch grid ``[B, 1, h, w]``."""
@@ -103,8 +110,11 @@ class ImageView(View):
         )
 
     def render(self, attributions: Tensor | tuple[Tensor, ...], signed: bool, title: str) -> Rendered:
-        """The heatmap grid ``"heatmaps"``."""
-        return Rendered(images={"heatmaps": attribution_grid(self.images, attributions, signed=signed)})
+        """The heatmap grid ``"heatmaps"``, headed by ``title`` and captioned per sample."""
+        grid = attribution_grid(
+            self.images, attributions, signed=signed, title=title, captions=self.captions, wrong=self.wrong
+        )
+        return Rendered(images={"heatmaps": grid})
 
 
 class TableView(View):
@@ -210,6 +220,11 @@ class MultiView(View):
     def __init__(self, parts: dict[str, View]) -> None:
         self.parts = parts
 
+    def set_captions(self, captions: list[str] | None, wrong: list[bool] | None = None) -> None:
+        """Caption the samples in every part's pictures."""
+        for view in self.parts.values():
+            view.set_captions(captions, wrong)
+
     def fits(self, attributions: Tensor | tuple[Tensor, ...]) -> bool:
         """A tuple with one attribution per input."""
         return isinstance(attributions, tuple) and len(attributions) == len(self.parts)
@@ -280,7 +295,7 @@ def choose_view(
         options = {"feature_names": feature_names, "decode": decode, "top_k": top_k, "top_tokens": top_tokens}
         return MultiView({n: choose_view(x, **options) for n, x in zip(names, inputs, strict=True)})
     if kind == "image":
-        return ImageView(inputs)
+        return ImageView(inputs, captions)
     if kind == "table":
         count = inputs.shape[1]
         return TableView(feature_names(count) if feature_names else [f"feature_{i}" for i in range(count)], top_k)
