@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
 from lightning_xai.render import attribution_grid, token_markdown
+from lightning_xai.render.tokens import token_strips
 from lightning_xai.render.views import (
     ImageView,
     MultiView,
@@ -74,10 +74,14 @@ def test_tokens_leave_padding_out_of_strips_and_panels():
         "1. [CLS] **awful** [SEP] — top: awful (2)",
         "2. [CLS] the film **great** [SEP] — top: great (8)",
     ]
-    axes = rendered.figures["tokens"].axes[0]
-    assert [t.get_text() for t in axes.texts][:5] == ["[CLS]", "awful", "[SEP]", "", ""]
-    shown = axes.images[0].get_array()
-    assert np.ma.getmaskarray(shown).tolist() == [[False] * 3 + [True] * 2, [False] * 5]  # padding is blank
+    strips = rendered.images["tokens"]
+    # padding is not drawn: the strips are those of the real tokens alone
+    real = [["[CLS]", "awful", "[SEP]"], ["[CLS]", "the", "film", "great", "[SEP]"]]
+    cut = torch.zeros(2, 5)
+    cut[0, :3], cut[1] = scores[0, :3] * 4, scores[1] * 4
+    expected = token_strips([r + [""] * (5 - len(r)) for r in real], cut, True, "ig", valid=valid)
+    torch.testing.assert_close(strips, expected)
+    assert not rendered.figures
     assert not view.fits(torch.zeros(2, 4))
 
 

@@ -14,13 +14,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
 from lightning_xai.render.features import feature_importance, importance_figure, importance_markdown
 from lightning_xai.render.grid import attribution_grid
-from lightning_xai.render.tokens import token_figure, token_markdown
+from lightning_xai.render.tokens import token_markdown, token_strips
 
 __all__ = [
     "ImageView",
@@ -185,31 +184,20 @@ class TokenView(View):
         return isinstance(attributions, Tensor) and attributions.dim() >= 2 and tuple(attributions.shape[:2]) == shape
 
     def render(self, attributions: Tensor | tuple[Tensor, ...], signed: bool, title: str) -> Rendered:
-        """The token-strip figure ``"tokens"`` and the Markdown panel ``"top_tokens"``."""
+        """The token strips ``"tokens"`` (an image) and the Markdown panel ``"top_tokens"``."""
         scores = attributions.detach().float().cpu()
         scores = scores.flatten(2).sum(-1) if scores.dim() > 2 else scores
+        strips = token_strips(self.texts, scores, signed, title, self.captions, self.valid, wrong=self.wrong)
         if self.valid is None:
-            figure = token_figure(self.texts, scores, signed, title, self.captions)
             text = token_markdown(self.texts, scores, self.top_tokens, self.captions)
-            return Rendered(figures={"tokens": figure}, texts={"top_tokens": text})
-        valid = self.valid
-        longest = int(valid.sum(1).max()) if valid.numel() else 0
-        pairs = zip(self.texts, valid.tolist(), strict=True)
-        strips = [[t for t, v in zip(row, keep, strict=True) if v] for row, keep in pairs]
-        rows = [scores[r][valid[r]] for r in range(len(strips))]
-        padded = scores.new_zeros(len(rows), longest)
-        for r, row in enumerate(rows):
-            padded[r, : len(row)] = row
-        figure = token_figure([s + [""] * (longest - len(s)) for s in strips], padded, signed, title, self.captions)
-        blank = np.arange(longest)[None, :] >= np.array([len(s) for s in strips])[:, None]
-        image = figure.axes[0].images[0]
-        image.set_data(np.ma.masked_where(blank, np.asarray(image.get_array())))  # padding shows as background
+            return Rendered(images={"tokens": strips}, texts={"top_tokens": text})
         lines = []
-        for r, (strip, row) in enumerate(zip(strips, rows, strict=True)):
+        for r, (row, keep) in enumerate(zip(self.texts, self.valid.tolist(), strict=True)):
+            real = [t for t, v in zip(row, keep, strict=True) if v]
             caption = None if self.captions is None else [self.captions[r]]
-            line = token_markdown([strip], row[None], self.top_tokens, caption)
+            line = token_markdown([real], scores[r][self.valid[r]][None], self.top_tokens, caption)
             lines.append(f"{r + 1}." + line.split(".", 1)[1])
-        return Rendered(figures={"tokens": figure}, texts={"top_tokens": "\n".join(lines)})
+        return Rendered(images={"tokens": strips}, texts={"top_tokens": "\n".join(lines)})
 
 
 class MultiView(View):
