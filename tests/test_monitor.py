@@ -318,9 +318,10 @@ def test_attention_rollout_in_a_vision_transformer_keeps_training_bit_identical(
     assert [k for k in without if not torch.equal(without[k], with_monitor[k])] == []
     events = read_events(tmp_path / "b" / "run")
     assert len(events.Images("xai/rollout/heatmaps")) == 2
-    # 16 patches + CLS = 17 tokens, enlarged 8x to 136 px + 2x2 padding; 2 layers x 2 heads
+    # 16 patches + CLS = 17 tokens, enlarged 8x to 136 px + 2x2 padding; 2 layers x 2 heads, with a 64-px column of
+    # layer captions and 20-px lines for the head captions and the footer
     maps = events.Images("xai/rollout/attention_maps")
-    assert len(maps) == 2 and png_size(maps[-1]) == (2 * 140, 2 * 140)
+    assert len(maps) == 2 and png_size(maps[-1]) == (64 + 2 * 140, 2 * 20 + 2 * 140)
     assert "xai/rollout/pointing_game" in events.Tags()["scalars"]  # the 4x4 patch map against 16x16 masks
     assert torch.backends.mha.get_fastpath_enabled()
 
