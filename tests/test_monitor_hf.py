@@ -152,4 +152,5 @@ def test_a_bert_fine_tune_with_dynamic_padding_is_explained_and_training_is_unto
     first = int(mask[0].sum())  # the first sample's attention, cut to its real tokens: 2 layers x 2 heads
     side = first * -(-128 // first) + 4
     maps = events.Images("xai/rollout/attention_maps")[-1]
-    assert Image.open(io.BytesIO(maps.encoded_image_string)).size == (2 * side, 2 * side)
+    captions = (64, 2 * 20)  # the layer-caption column, the head-caption and footer lines
+    assert Image.open(io.BytesIO(maps.encoded_image_string)).size == (captions[0] + 2 * side, captions[1] + 2 * side)
