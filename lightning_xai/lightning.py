@@ -22,7 +22,7 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from lightning_xai import callbacks as _callbacks
 
-__all__ = ["AttributionMonitor", "EmbeddingProjector", "InterpretabilityGate"]
+__all__ = ["AttributionMonitor", "EmbeddingProjector", "InfluenceMonitor", "InterpretabilityGate", "ShortcutMonitor"]
 
 
 class AttributionMonitor(_callbacks.AttributionMonitor, _lightning.Callback):
@@ -35,3 +35,11 @@ class EmbeddingProjector(_callbacks.EmbeddingProjector, _lightning.Callback):
 
 class InterpretabilityGate(_callbacks.InterpretabilityGate, _lightning.callbacks.ModelCheckpoint):
     """:class:`lightning_xai.InterpretabilityGate` for ``lightning.pytorch`` Trainers (same arguments and behaviour)."""
+
+
+class InfluenceMonitor(_callbacks.InfluenceMonitor, _lightning.Callback):
+    """:class:`lightning_xai.InfluenceMonitor` for ``lightning.pytorch`` Trainers (same arguments, same behaviour)."""
+
+
+class ShortcutMonitor(_callbacks.ShortcutMonitor, _lightning.Callback):
+    """:class:`lightning_xai.ShortcutMonitor` for ``lightning.pytorch`` Trainers (same arguments, same behaviour)."""

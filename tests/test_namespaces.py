@@ -11,7 +11,14 @@ L = pytest.importorskip("lightning.pytorch")
 
 from lightning_xai.attribution import GradCAM, IntegratedGradients  # noqa: E402
 from lightning_xai.demo import make_synthetic_patterns  # noqa: E402
-from lightning_xai.lightning import AttributionMonitor, EmbeddingProjector, InterpretabilityGate  # noqa: E402
+from lightning_xai.influence import IndexedDataset  # noqa: E402
+from lightning_xai.lightning import (  # noqa: E402
+    AttributionMonitor,
+    EmbeddingProjector,
+    InfluenceMonitor,
+    InterpretabilityGate,
+    ShortcutMonitor,
+)
 
 
 class Net(L.LightningModule):
@@ -70,3 +77,23 @@ def test_checkpoints_move_between_the_namespaces():
 
     explainers = {"ig": IntegratedGradients()}
     assert AttributionMonitor(explainers).state_key == PlainMonitor(explainers).state_key
+
+
+def test_the_influence_and_shortcut_monitors_run_under_the_lightning_namespace(tmp_path):
+    L.seed_everything(0)
+    x, y, _ = make_synthetic_patterns(96, num_classes=3, image_size=16, pattern_size=6)
+    train = DataLoader(IndexedDataset(TensorDataset(x, y)), batch_size=32)
+    val = DataLoader(TensorDataset(x, y), batch_size=32)
+
+    class Indexed(Net):
+        def training_step(self, batch, batch_idx):
+            return super().training_step(batch[:2], batch_idx)
+
+    influence = InfluenceMonitor(num_probe=6)
+    shortcuts = ShortcutMonitor(per_class=8, border=2, max_clusters=2, neighbors=3)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=L.loggers.TensorBoardLogger(tmp_path, name="run"),
+                        callbacks=[influence, shortcuts], enable_progress_bar=False)  # fmt: skip
+    trainer.fit(Indexed(), train, val)
+    scalars = set(read_events(tmp_path / "run").Tags()["scalars"])
+    assert {"xai/influence/steps", "xai/shortcut/alarm", "xai/ixg/artifact_share"} <= scalars
+    assert influence.self_influence.numel() > 0
