@@ -78,3 +78,13 @@ def test_direction_and_names():
     assert DeletionAUC.higher_is_better is False and InsertionAUC.higher_is_better is True
     assert RandomizationSimilarity.higher_is_better is False and PointingGame.needs_masks
     assert [m.name for m, _ in CASES][:2] == ["deletion_auc", "insertion_auc"]
+
+
+def test_max_sensitivity_refuses_token_ids_by_name():
+    from lightning_xai.attribution import Saliency
+    from lightning_xai.metrics.functional import max_sensitivity
+
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 4), torch.nn.Flatten(), torch.nn.Linear(12, 2))
+    ids = torch.randint(0, 10, (2, 3))
+    with pytest.raises(ValueError, match=r"max_sensitivity adds small uniform noise.*torch.int64 inputs \(token ids\)"):
+        max_sensitivity(model, Saliency(layer="0"), ids, torch.tensor([0, 1]))

@@ -48,7 +48,16 @@ def max_sensitivity(
         seed: seed of the private generator.
         max_batch_size: the most perturbed rows explained at once.
         forward_kwargs: extra forward arguments; row-aligned tensors are repeated with the perturbed copies.
+
+    Raises:
+        ValueError: for integer inputs (token ids), which cannot take a small noise.
     """
+    if not inputs.is_floating_point():
+        raise ValueError(
+            f"max_sensitivity adds small uniform noise to the inputs, which {inputs.dtype} inputs (token ids) cannot "
+            "take: a token id plus noise is no token. Leave MaxSensitivity out for token models, or measure it on "
+            "float inputs"
+        )
     extras = Extras(forward_kwargs, inputs.shape[0])
     base = explainer(model, inputs, target, **extras.kwargs) if attributions is None else attributions
     generator = private_generator(seed, inputs.device)
