@@ -13,6 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_xai.attribution._base import resolve_task, row_chunks
+from lightning_xai.attribution._hygiene import explanation_mode
+from lightning_xai.attribution._model import Extras, as_tuple, logits_of
 from lightning_xai.callbacks._probe import Probe
 
 __all__ = ["Attributions", "Explained", "Segments", "token_scores"]
@@ -67,6 +70,25 @@ class Explained:
     def of(cls, model: nn.Module, probe: Probe, task: Any = None) -> Explained:
         """The explained form of ``probe`` for ``model``."""
         return cls(model, probe.inputs, dict(probe.extras), probe.masks, task, probe.real_positions())
+
+    @cached_property
+    def predictions(self) -> tuple[Tensor, Tensor] | None:
+        """Each probe sample's predicted target and its probability, as the task defines them (computed once).
+
+        ``None`` for tasks without a predicted class (regression, segmentation). The model runs in eval mode with
+        its training state restored, without gradients, at most 256 samples at a time.
+        """
+        task = resolve_task(self.task, self.model)
+        if task.name not in ("multiclass", "binary", "multilabel"):
+            return None
+        values = as_tuple(self.inputs)
+        batch = values[0].shape[0]
+        extras = Extras(self.extras, batch)
+        with explanation_mode(self.model), torch.no_grad():
+            chunks = row_chunks(batch, 256, values[0].device)
+            output = torch.cat([logits_of(self.model(*(v[r] for v in values), **extras.take(r))) for r in chunks])
+        predicted = task.predict(output)
+        return predicted, task.probability(output, predicted)
 
     @cached_property
     def segments(self) -> Segments | None:

@@ -13,9 +13,9 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
-from lightning_xai.attribution import AttentionRollout, explanation_mode
+from lightning_xai.attribution import AttentionRollout
 from lightning_xai.attribution._base import resolve_task
-from lightning_xai.attribution._model import as_tuple, logits_of
+from lightning_xai.attribution._model import as_tuple
 from lightning_xai.callbacks._evaluation import Evaluation, Explained, PathSummary, first_sample_attention
 from lightning_xai.callbacks._loggers import Visuals, custom_scalars_layout, media_loggers, write_visuals
 from lightning_xai.callbacks._probe import Probe, class_vector
@@ -150,15 +150,9 @@ def prediction_captions(explained: Explained, labels: Tensor | None) -> tuple[li
     """
     task = resolve_task(explained.task, explained.model)
     named = None if labels is None else [format_label(y) for y in labels]
-    if task.name not in ("multiclass", "binary"):
+    if task.name not in ("multiclass", "binary") or explained.predictions is None:
         return named, None
-    with torch.no_grad(), explanation_mode(explained.model):
-        out = logits_of(explained.model(*as_tuple(explained.inputs), **explained.extras)).float()
-    if task.name == "binary":
-        p_one = torch.sigmoid(out.flatten())
-        pred, confidence = (p_one > 0.5).long(), torch.where(p_one > 0.5, p_one, 1 - p_one)
-    else:
-        confidence, pred = torch.softmax(out, dim=1).max(dim=1)
+    pred, confidence = explained.predictions
     shown = [f"pred {int(c)} ({float(p):.2f})" for c, p in zip(pred.tolist(), confidence.tolist(), strict=True)]
     if named is None:
         return shown, None

@@ -19,9 +19,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_xai.attribution import explanation_mode
-from lightning_xai.attribution._base import resolve_task, row_chunks
-from lightning_xai.attribution._model import Extras, logits_of
 from lightning_xai.callbacks._evaluation import Evaluation, Explained
 from lightning_xai.callbacks._loggers import tensorboard_writers
 from lightning_xai.callbacks._probe import class_vector
@@ -163,7 +160,8 @@ class TabWriter:
             offset += len(data)
         if not maps:
             return None
-        predictions, confidence = _predictions(explained)
+        found = explained.predictions
+        predictions, confidence = (None, None) if found is None else (found[0].cpu().tolist(), found[1].cpu().tolist())
         classes = class_vector(labels.cpu(), batch) if labels is not None and labels.shape[:1] == (batch,) else None
         probe_info: dict[str, Any] = {
             "size": batch,
@@ -250,20 +248,3 @@ def _kind(inputs: Any) -> str | None:
         return {4: "image", 2: "table"}.get(inputs.dim())
     return "tokens" if inputs.dim() == 2 else None
 
-
-def _predictions(explained: Explained) -> tuple[list[int] | None, list[float] | None]:
-    """Each probe sample's predicted target and its probability (the task's), or ``None`` where undefined."""
-    model, inputs = explained.model, explained.inputs
-    task = resolve_task(explained.task, model)
-    batch = inputs.shape[0]
-    extras = Extras(explained.extras, batch)
-    with explanation_mode(model), torch.no_grad():
-        outputs = [
-            logits_of(model(inputs[rows], **extras.take(rows))) for rows in row_chunks(batch, 256, inputs.device)
-        ]
-    output = torch.cat(outputs)
-    if task.name not in ("multiclass", "binary", "multilabel"):
-        return None, None
-    predicted = task.predict(output)
-    confidence = task.probability(output, predicted)
-    return predicted.cpu().tolist(), [float(p) for p in confidence.float().cpu()]
