@@ -5,7 +5,9 @@ vocabulary 1000, 2 labels), random init, eval mode, sdpa attention (transformers
 token ids with real padding (lengths drawn from 64-128, pad id 0, ``attention_mask`` 0 on padding); 2 threads.
 
 * LayerIG, 32 steps, at the word embeddings (``layer="auto"``: the model's ``get_input_embeddings()``), with the
-  mask, target the predicted class: ours with each ``--budgets`` ``max_batch_size``; Captum's
+  mask, target the predicted class: ours with each ``--budgets`` ``max_batch_size`` (with its default
+  ``trim_padding=True``: samples sorted by length, each chunk cut at its longest real sequence; and once at the
+  default budget with ``trim_padding=False``, every row at full length); Captum's
   ``LayerIntegratedGradients`` with its defaults (all 1024 rows in one batch) and with ``internal_batch_size``
   equal to each of our budgets. Floor: the model's forward plus ``torch.autograd.grad`` of the summed target logits
   with respect to the attributed embedding output only (no weight gradients), over the same 1024 interpolated rows
@@ -18,7 +20,9 @@ Every case runs once per repeat, the order rotating each repeat, all in this one
 (wall clock, and the process's CPU time as a steadier check on a shared machine). ``--profile`` then breaks one of
 our LayerIG calls down: torch.profiler's operators, our own work around the model calls timed alone, and the floor
 if each chunk's trailing padding were cut (a what-if). One LayerIG pass costs about 15 s on a quiet 2-core machine,
-so the default run (7 LayerIG cases x 3 repeats) takes about 6-7 minutes; ``--budgets 128`` (4 cases) about 3-4.
+so the default run (9 LayerIG cases x 3 repeats) takes about 7 minutes; ``--budgets 128`` (6 cases) about 4-5.
+The ratio to the floor is given against the issue's floor (all 1024 rows at full length) and against the floor of
+the rows ours actually sends (cut at each chunk's longest real sequence).
 
     python benchmarks/hf_bert.py [--repeats 3] [--budgets 64 128] [--profile]
 """
@@ -120,10 +124,11 @@ def interleaved(cases: dict[str, Callable[[], object]], repeats: int) -> tuple[d
 def trimmed_floor_fn(
     model: BertForSequenceClassification, rows: torch.Tensor, mask: torch.Tensor, target: torch.Tensor, budget: int
 ) -> Callable[[], None]:
-    """The floor if rows were grouped by sample (shortest first) and each chunk cut at its longest real token.
+    """The floor of the rows ours sends with ``trim_padding``: grouped by sample (shortest first), each chunk cut at
+    its longest real token.
 
-    A what-if for the profile: with right padding, BERT's classification logit does not depend on padded positions
-    (their keys are masked), so cutting the trailing padding of a chunk changes nothing but the cost.
+    With right padding, BERT's classification logit does not depend on padded positions (their keys are masked),
+    so cutting the trailing padding of a chunk changes nothing but the cost.
     """
     lengths = mask.sum(1)
     per_chunk = max(1, budget // STEPS)  # samples per chunk, all their steps
@@ -236,8 +241,8 @@ def main() -> None:
 
     captum_lig = ca.LayerIntegratedGradients(forward_fn, model.bert.embeddings.word_embeddings)
 
-    def ours(budget: int, steps: int = STEPS) -> Callable[[], torch.Tensor]:
-        explainer = IntegratedGradients(steps=steps, layer="auto", max_batch_size=budget)
+    def ours(budget: int, steps: int = STEPS, trim: bool = True) -> Callable[[], torch.Tensor]:
+        explainer = IntegratedGradients(steps=steps, layer="auto", max_batch_size=budget, trim_padding=trim)
         return lambda: explainer(model, ids, target, attention_mask=mask)
 
     def captum(budget: int | None, steps: int = STEPS) -> Callable[[], torch.Tensor]:
@@ -248,13 +253,18 @@ def main() -> None:
     rows = path_rows(model, ids)
     for budget in budgets:  # warm-up of every code path and chunk shape
         ours(budget, steps=2)()
+        ours(budget, steps=2, trim=False)()
         captum(budget, steps=2)()
         floor_fn(model, rows[:budget], mask, target, budget)()
-    cases: dict[str, Callable[[], object]] = {"captum default": captum(None)}
+    cases: dict[str, Callable[[], object]] = {
+        "captum default": captum(None),
+        "ours untrimmed": ours(DEFAULT_BUDGET, trim=False),
+    }
     for budget in budgets:
         cases[f"ours {budget}"] = ours(budget)
         cases[f"captum {budget}"] = captum(budget)
         cases[f"floor {budget}"] = floor_fn(model, rows, mask, target, budget)
+    cases["floor trimmed"] = trimmed_floor_fn(model, rows, mask, target, DEFAULT_BUDGET)
     start = time.perf_counter()
     times, results = interleaved(cases, args.repeats)
     print(f"\nLayerIG, {len(cases)} cases x {args.repeats} interleaved repeats in {time.perf_counter() - start:.0f} s:")
@@ -262,7 +272,7 @@ def main() -> None:
         print(f"  {name:16s} wall {timing.wall:7.2f} s   cpu {timing.cpu:7.2f} s")
     reference = results["captum default"]
     scale = reference.abs().max().item()
-    for budget in budgets:
+    for budget in [*budgets, "untrimmed"]:
         attr = results[f"ours {budget}"]
         diff = (attr - reference).abs().max().item()
         close = torch.allclose(attr, reference, rtol=1e-4, atol=1e-5 * scale)
@@ -331,6 +341,16 @@ def main() -> None:
             f"{name:46s} {timing.wall:18.3f} {'-':>18s} {'-':>18s} {timing.wall / fwd.wall:18.2f} {'-':>18s}   "
             f"(CPU time: {timing.cpu / fwd.cpu:.2f})"
         )
+    untrimmed = times["ours untrimmed"]
+    print(
+        f"{'  untrimmed (trim_padding=False), default':46s} {untrimmed.wall:18.2f} {default.wall:18.2f} {'-':>18s} "
+        f"{untrimmed.wall / times[f'floor {DEFAULT_BUDGET}'].wall:18.2f} {default.wall / untrimmed.wall:17.2f}x"
+    )
+    trimmed, ours_default = times["floor trimmed"], times[f"ours {DEFAULT_BUDGET}"]
+    print(
+        f"{'  floor of the rows ours sends (trimmed), default':46s} {trimmed.wall:18.2f}; ours / this floor "
+        f"{ours_default.wall / trimmed.wall:.2f} (CPU {ours_default.cpu / trimmed.cpu:.2f})"
+    )
     print("targets: LayerIG <= 1.10 x floor and >= 1.5x faster than Captum's default; rollout <= 2 x forward")
     if args.profile:
         profile_ours(model, ids, mask, target, rows, best, args.repeats)

@@ -232,6 +232,32 @@ def test_layer_integrated_gradients_on_bert_with_its_attention_mask_matches_capt
     torch.testing.assert_close(wrapped, ours)
 
 
+def test_layer_ig_cuts_each_chunk_at_its_longest_real_sequence_and_only_trailing_padding():
+    bert = tiny_bert()
+    ids, mask = padded_batch()  # real lengths 10, 7, 5, 8
+    target = torch.tensor([0, 1, 1, 0])
+    seen = []
+    hook = bert.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    try:
+        cut = IntegratedGradients(steps=16, layer="auto", max_batch_size=24)(bert, ids, target, attention_mask=mask)
+        path_calls, seen[:] = seen[2:], []  # the first two calls are the endpoints (input and baseline)
+        full = IntegratedGradients(steps=16, layer="auto", max_batch_size=24, trim_padding=False)(
+            bert, ids, target, attention_mask=mask
+        )
+        full_calls, seen[:] = seen[2:], []
+        # samples sorted by length (5, 7, 8, 10), 16 rows each, in chunks of 24 rows
+        assert path_calls == [(24, 7), (24, 8), (16, 10)]
+        assert full_calls == [(24, 10), (24, 10), (16, 10)]
+        torch.testing.assert_close(cut, full, rtol=1e-5, atol=1e-6)
+        assert (cut.sum(-1)[mask == 0] == 0).all()
+        # left padding: no sequence ends in padding, so nothing is cut (positions would shift)
+        left_ids, left_mask = ids.flip(1), mask.flip(1)
+        IntegratedGradients(steps=16, layer="auto", max_batch_size=24)(bert, left_ids, target, attention_mask=left_mask)
+        assert {shape[1] for shape in seen[2:]} == {10}
+    finally:
+        hook.remove()
+
+
 def test_token_baseline_keeps_special_tokens_like_captums_token_reference_base():
     bert = tiny_bert()
     ids, mask = padded_batch()

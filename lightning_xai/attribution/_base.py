@@ -165,6 +165,39 @@ class Objective:
         clone._region = None if self._region is None else self._region[rows]
         return clone
 
+    def unpadded_lengths(self, inputs: Tensor) -> list[int] | None:
+        """Each sample's length up to its last position the ``attention_mask`` keeps, or ``None``.
+
+        ``None`` unless the forward takes a row-aligned ``attention_mask`` of shape ``[B, T]`` with ``T`` the
+        second dimension of the attributed ``inputs``, the inputs are not a packed tuple, and some sample ends in
+        padding. Costs one host sync.
+        """
+        mask = self.extras.kwargs.get("attention_mask")
+        if (
+            self.packing is not None
+            or "attention_mask" not in self.extras.aligned
+            or mask.dim() != 2
+            or inputs.dim() < 2
+            or mask.shape[1] != inputs.shape[1]
+        ):
+            return None
+        positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        lengths = (mask.ne(0) * positions).amax(1).tolist()
+        return lengths if min(lengths) < mask.shape[1] else None
+
+    def truncated(self, length: int, full: int) -> Objective:
+        """The same objective on sequences cut to their first ``length`` of ``full`` positions.
+
+        Every row-aligned forward extra whose second dimension is ``full`` (the attention mask, token type ids) is
+        cut with them. Exact for right-padded sequences when the model gives padded keys no weight (Hugging Face
+        models do), because the cut positions are padding in every row sent.
+        """
+        clone = copy.copy(self)
+        clone.extras = Extras(
+            {key: _cut(value, length, full) for key, value in self.extras.kwargs.items()}, self.extras.batch
+        )
+        return clone
+
 
 class LayerObjective(Objective):
     """Target scores as a function of a layer's output, for attributing to that layer instead of the inputs.
@@ -219,6 +252,19 @@ class LayerObjective(Objective):
         clone = super().repeated(rows)
         clone.inputs = tuple(x[rows] for x in self.inputs)
         return clone
+
+    def truncated(self, length: int, full: int) -> Objective:
+        """The same objective with the model's inputs cut too (see :meth:`Objective.truncated`)."""
+        clone = super().truncated(length, full)
+        clone.inputs = tuple(_cut(x, length, full) for x in self.inputs)
+        return clone
+
+
+def _cut(value: Any, length: int, full: int) -> Any:
+    """``value[:, :length]`` for a tensor whose second dimension is ``full``, else ``value`` as it is."""
+    if isinstance(value, Tensor) and value.dim() >= 2 and value.shape[1] == full:
+        return value[:, :length]
+    return value
 
 
 def layer_output(

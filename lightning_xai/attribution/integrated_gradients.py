@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -86,6 +87,12 @@ class IntegratedGradients(Explainer):
             or ``[MASK]`` id), instead of ``baseline``.
         keep_tokens: token ids that keep their place in the reference (e.g. ``[CLS]`` and ``[SEP]``), as in
             Captum's text tutorials with ``TokenReferenceBase``.
+        trim_padding: with a forward ``attention_mask`` ``[B, T]`` whose sequences end in padding, send each
+            chunk of rows cut to its longest real sequence, samples sorted by length (padded positions get exactly
+            0). This computes what the full length computes, up to float rounding, for a model that gives masked
+            keys no weight and numbers positions from the start (Hugging Face encoders do). Turn it off for a
+            model whose outputs depend on padded positions, or for left padding with absolute positions (left
+            padding is never cut: its sequences do not end in padding).
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.Sigmoid())
@@ -105,6 +112,7 @@ class IntegratedGradients(Explainer):
         task: TaskLike = None,
         baseline_token: int | None = None,
         keep_tokens: list[int] | tuple[int, ...] = (),
+        trim_padding: bool = True,
     ) -> None:
         super().__init__(max_batch_size, task)
         if baseline_token is not None and (not isinstance(baseline_token, int) or isinstance(baseline_token, bool)):
@@ -119,6 +127,7 @@ class IntegratedGradients(Explainer):
         self.method = method
         self.baseline = baseline
         self.layer = layer
+        self.trim_padding = bool(trim_padding)
 
     layer_targets = True
 
@@ -130,7 +139,6 @@ class IntegratedGradients(Explainer):
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Integrate gradients along the straight path from the baseline, ``max_batch_size`` rows at a time."""
-        batch = inputs.shape[0]
         reference = self.baseline
         if self.baseline_token is not None and isinstance(objective, LayerObjective):
             reference = TokenBaseline(self.baseline_token, self.keep_tokens)
@@ -140,10 +148,31 @@ class IntegratedGradients(Explainer):
         alphas = self._alphas.to(device=inputs.device, dtype=inputs.dtype)
         weights = self._weights.to(device=inputs.device, dtype=inputs.dtype)
         total = torch.zeros_like(inputs)
-        # Rows are ordered step-major: row r is step r // batch of sample r % batch.
-        for rows in row_chunks(self.steps * batch, self.max_batch_size, inputs.device):
-            step, sample = rows // batch, rows % batch
-            path = baseline[sample] + alphas[step].view(view) * delta[sample]
-            grad = objective.gradient(path, sample)
-            total.index_add_(0, sample, grad * weights[step].view(view))
+        for step, sample, length in self._path_rows(objective, inputs):
+            cut = (slice(None),) if length is None else (slice(None), slice(0, length))
+            path = baseline[sample][cut] + alphas[step].view(view) * delta[sample][cut]
+            chunk = objective if length is None else objective.truncated(length, inputs.shape[1])
+            grad = chunk.gradient(path, sample)
+            total[cut].index_add_(0, sample, grad * weights[step].view(view))
         return total * delta
+
+    def _path_rows(self, objective: Objective, inputs: Tensor) -> Iterator[tuple[Tensor, Tensor, int | None]]:
+        """``(step, sample, length)`` of each chunk of at most ``max_batch_size`` path rows.
+
+        Without padding to cut, rows are step-major (row ``r`` is step ``r // B`` of sample ``r % B``) and
+        ``length`` is ``None``. With ``trim_padding`` and right-padded sequences, rows are sample-major over the
+        samples sorted by length, and each chunk is cut to its longest sample's ``length``.
+        """
+        batch, budget = inputs.shape[0], self.max_batch_size
+        lengths = objective.unpadded_lengths(inputs) if self.trim_padding else None
+        if lengths is None:
+            for rows in row_chunks(self.steps * batch, budget, inputs.device):
+                yield rows // batch, rows % batch, None
+            return
+        order = sorted(range(batch), key=lengths.__getitem__)
+        by_length = torch.tensor(order, device=inputs.device)
+        for start in range(0, self.steps * batch, budget):
+            stop = min(self.steps * batch, start + budget)
+            rows = torch.arange(start, stop, device=inputs.device)
+            longest = lengths[order[(stop - 1) // self.steps]]
+            yield rows % self.steps, by_length[rows // self.steps], max(longest, 1)
