@@ -7,7 +7,9 @@ and reports medians. The floors are the model's own cost for the passes a method
 * DeepLift: forward and input-gradient backward of the B input rows (`torch.autograd.grad`, no weight gradients),
   the issue's floor; the method also runs its reference (one row for a constant baseline) without gradients.
   DeepLiftShap with K references: the same on its K * B (sample, reference) rows. The last line shows Captum's way
-  for comparison: one forward of the concatenated 2B rows (inputs and references) with the backward through all.
+  for comparison: one forward of the concatenated 2B rows (inputs and references) with the backward through all,
+  and a lower bound for any rescale rule: the floor plus, at every ReLU, the element-wise passes a rule cannot
+  avoid (Δx, Δy and their ratio forward, the gradient times the multiplier backward).
 * Guided Backprop, Deconvolution: forward and input-gradient backward of the B rows; Guided Grad-CAM: twice that
   (Grad-CAM's pass and the guided pass).
 * RISE with N masks: forwards of the N * B masked rows, `max_batch_size` (128) at a time, without gradients.
@@ -147,12 +149,41 @@ def main() -> None:
         )
 
     if not args.only or any("deeplift".startswith(prefix) for prefix in args.only):
-        floors = {"concatenated": gradient_floor(pairs, BATCH), "inputs": gradient_floor(x, BATCH)}
+        floors = {
+            "concatenated": gradient_floor(pairs, BATCH),
+            "inputs": gradient_floor(x, BATCH),
+            "arithmetic": rule_arithmetic_floor(model, gradient_floor(x, BATCH)),
+        }
         t = interleaved(floors, args.repeats)
         print(
             f"\nCaptum's way, inputs and references in one batch (fwd 2B + bwd through 2B): {t['concatenated']:.3f} s, "
             f"{t['concatenated'] / t['inputs']:.2f} x the floor above"
         )
+        print(
+            f"The floor plus the least element-wise work of a rescale rule per ReLU (Δx, Δy, Δy/Δx forward, grad x m "
+            f"backward; no eps check, no pooling rule): {t['arithmetic']:.3f} s, {t['arithmetic'] / t['inputs']:.2f} "
+            "x the floor"
+        )
+
+
+def rule_arithmetic_floor(model: torch.nn.Module, floor: Callable[[], None]) -> Callable[[], None]:
+    """``floor`` with, at every ``nn.ReLU``, the element-wise passes any rescale rule needs (a lower bound)."""
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+
+    def rule(_module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        multiplier = (out - 0.5).div_(args[0] - 0.25)  # stand-in references: the cost, not the values, matters
+        out.register_hook(lambda grad: grad * multiplier)
+
+    def run() -> None:
+        handles = [relu.register_forward_hook(rule) for relu in relus]
+        try:
+            floor()
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    return run
+
 
 if __name__ == "__main__":
     main()

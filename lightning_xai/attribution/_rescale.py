@@ -76,6 +76,8 @@ class RuleState:
         self._inputs: dict[int, list[Tensor]] = {}
         self._references: dict[int, list[tuple[Tensor, Tensor] | None]] = {}
         self._scratch: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        #: Pooling modules made to return their indices for the call running (see ``_stash_input``).
+        self.indices_on: set[nn.Module] = set()
 
     def scratch(self, like: Tensor, slot: str, dtype: torch.dtype | None = None) -> Tensor:
         """A buffer shaped like ``like``, reused by every rule for temporaries that do not outlive it.
@@ -103,6 +105,9 @@ class RuleState:
         """Forget the previous calls (also after an error inside a forward); the hooks only count until a pass."""
         self.mode, self.rows, self.which = "off", 0, None
         self.depth, self.defect, self._inputs, self._references = 0, None, {}, {}
+        for module in self.indices_on:  # a forward that raised inside a pooling module
+            module.return_indices = False
+        self.indices_on.clear()
 
     def paired(self, recorded: Tensor) -> Tensor:
         """A recorded reference tensor for every input row (a single reference row broadcasts)."""
@@ -153,6 +158,7 @@ def rescale_rules(model: nn.Module, eps: float = 1e-10) -> Iterator[RuleState]:
     finally:
         for handle in handles:
             handle.remove()
+        state.reset()
 
 
 def _stash_input(state: RuleState) -> Callable[[nn.Module, tuple[Any, ...]], Any]:
@@ -162,6 +168,9 @@ def _stash_input(state: RuleState) -> Callable[[nn.Module, tuple[Any, ...]], Any
         state.depth += 1
         x = args[0]
         state._inputs.setdefault(id(module), []).append(x)
+        if state.mode == "input" and type(module) in _POOLS and not module.return_indices:
+            module.return_indices = True  # the rule routes through the pooling's own maxima; reset by the hook
+            state.indices_on.add(module)
         if getattr(module, "inplace", False) and state.mode != "off":  # keep the original input for the rule
             return (x.clone(), *args[1:])
         return None
@@ -172,20 +181,24 @@ def _stash_input(state: RuleState) -> Callable[[nn.Module, tuple[Any, ...]], Any
 def _apply_rule(state: RuleState, rule: Callable[..., Tensor]) -> Callable[[nn.Module, Any, Any], Any]:
     def hook(module: nn.Module, _args: Any, output: Any) -> Any:
         x = state._inputs[id(module)].pop()
+        added_indices = module in state.indices_on
+        if added_indices:
+            module.return_indices = False
+            state.indices_on.discard(module)
         try:  # still inside the module for the diagnosis: the rule's own operations are not the model's
             # Tensors that are not the batch (a parameter through an activation, a sequence-first layout) keep their
             # gradient; if they depend on the inputs, the summation-to-delta check refuses the result.
-            y = output[0] if isinstance(output, tuple) else output  # max pooling with return_indices=True
+            y, extra = output if isinstance(output, tuple) else (output, output)  # max pooling: (y, indices)
             batch = bool(x.dim()) and x.shape[0] == state.rows
-            if state.mode == "reference":
-                state._references.setdefault(id(module), []).append((x.detach(), y.detach()) if batch else None)
-                return None
             recorded = state._references.get(id(module))
             reference = recorded.pop(0) if state.mode == "input" and recorded else None
-            if reference is None or not batch or not x.requires_grad:
-                return None
-            ruled = rule(module, x, y.detach(), state, y, *reference)
-            return (ruled, *output[1:]) if isinstance(output, tuple) else ruled
+            if state.mode == "reference":
+                state._references.setdefault(id(module), []).append((x.detach(), y.detach()) if batch else None)
+            elif reference is not None and batch and x.requires_grad:
+                y = rule(module, x, y.detach(), state, extra, *reference)
+            if added_indices:
+                return y
+            return (y, *output[1:]) if isinstance(output, tuple) else y
         finally:
             state.depth -= 1
 
@@ -315,65 +328,39 @@ def _softmax(
 
 
 class _MaxPoolRule(torch.autograd.Function):
-    """Captum's max-pooling rule; contributions of overlapping windows that share a maximum are added.
+    """Captum's max-pooling rule, computed per window; contributions of overlapping windows that share a maximum add.
 
-    ``Δy = (max(y, y') - y') + (y - max(y, y'))``: the first part is routed to the input's maxima (through the
-    backward of the pooling itself, the module's own graph, which holds the indices), the second to the reference's
-    (scattered to the maxima the reference pass found), then divided by ``Δx`` (computed again in the backward
-    pass, in scratch memory).
+    ``Δy = (max(y, y') - y') + (y - max(y, y'))``: the first part goes to the input's maximum of the window, the
+    second to the reference's, each divided by ``Δx`` there; where ``|Δx| < eps`` an element takes its gradient
+    instead (the first part's route with multiplier 1, the second's with 0). At most one part is non-zero per
+    window, so usually one scatter of ``grad * multiplier`` to one maximum per window does it; a second route is
+    added only where a window's input maximum falls back while its reference's wins.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, weights: Tensor, box: list[Any]) -> Tensor:
-        ctx.save_for_backward(weights)
-        ctx.box = box[1:]
-        return box[0]
+    def forward(ctx: Any, x: Tensor, multiplier: Tensor, route: Tensor, box: list[Any]) -> Tensor:
+        y, ctx.second = box
+        ctx.save_for_backward(multiplier, route)
+        ctx.shape = x.shape
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        (weights,) = ctx.saved_tensors
-        pooled, pool_input, x_ref, indices, module, state = ctx.box
+        multiplier, route = ctx.saved_tensors
         with torch.no_grad():
-            dx, small, any_small = _differences(pool_input.detach(), x_ref, state)
-        (spread,) = torch.autograd.grad(pooled, pool_input, weights[0] * grad, retain_graph=any_small)
-        with torch.no_grad():
-            spread.add_(_unpool(weights[1].mul_(grad), pool_input, state.paired(indices), module)).div_(dx)
-        if any_small:  # the gradient there (Captum's fallback)
-            (true,) = torch.autograd.grad(pooled, pool_input, grad)
-            torch.where(small, true, spread, out=spread)
-        return spread, None, None
+            spread = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device).flatten(2)
+            spread.scatter_add_(2, route, grad.flatten(2) * multiplier)
+            if ctx.second is not None:  # multipliers 0 or 1 on the input's maxima
+                fallback, indices = ctx.second
+                spread.scatter_add_(2, indices, grad.flatten(2) * fallback)
+        return spread.view(ctx.shape), None, None, None
 
 
 _POOL_FUNCTIONS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
-def _unpool(grad: Tensor, like: Tensor, indices: Tensor, module: nn.Module) -> Tensor:
-    """Max pooling's backward for given ``indices`` (the reference's maxima): ``grad`` added at each window's maximum.
-
-    Overlapping windows sharing a maximum add their gradients, as the pooling's own backward does.
-    """
-    indices = indices.expand(grad.shape).contiguous()
-    args = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
-    if like.dim() == 5:
-        return torch.ops.aten.max_pool3d_with_indices_backward(grad, like, *map(_triple, args[:4]), args[4], indices)
-    if like.dim() == 3:  # one-dimensional pooling is two-dimensional pooling over one row
-        pair = [(1, a) if isinstance(a, int) else (1, *a) for a in args[:4]]
-        return torch.ops.aten.max_pool2d_with_indices_backward(
-            grad[:, :, None], like[:, :, None], *pair[:2], (0, pair[2][1]), pair[3], args[4], indices[:, :, None]
-        ).squeeze(2)
-    return torch.ops.aten.max_pool2d_with_indices_backward(grad, like, *map(_pair, args[:4]), args[4], indices)
-
-
-def _pair(value: int | tuple[int, ...]) -> tuple[int, ...]:
-    return (value, value) if isinstance(value, int) else tuple(value)
-
-
-def _triple(value: int | tuple[int, ...]) -> tuple[int, ...]:
-    return (value, value, value) if isinstance(value, int) else tuple(value)
-
-
 def _maxpool(
-    module: nn.Module, x: Tensor, y: Tensor, state: RuleState, pooled: Tensor, x_ref: Tensor, y_ref: Tensor
+    module: nn.Module, x: Tensor, y: Tensor, state: RuleState, indices: Tensor, x_ref: Tensor, y_ref: Tensor
 ) -> Tensor:
     spatial = _POOLS[type(module)]
     if x.dim() != spatial + 2:
@@ -383,14 +370,23 @@ def _maxpool(
         )
     with torch.no_grad():
         args = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
-        _, indices = _POOL_FUNCTIONS[spatial](x_ref, *args, return_indices=True)  # the reference's maxima
-        y_ref = state.paired(y_ref)
-        weights = torch.empty((2, *y.shape), dtype=y.dtype, device=y.device)
-        top, rest = weights[0], weights[1]
-        torch.maximum(y, y_ref, out=top)
-        torch.sub(y, top, out=rest)
-        top.sub_(y_ref)
-    return _MaxPoolRule.apply(x, weights, [y, pooled, x, x_ref, indices, module, state])
+        _, ref_indices = _POOL_FUNCTIONS[spatial](x_ref, *args, return_indices=True)  # the reference's maxima
+        planes = y.shape[:2]
+        ref_indices = state.paired(ref_indices).expand(y.shape).flatten(2)
+        indices, y_ref = indices.flatten(2), state.paired(y_ref)
+        # Δx at the input's maximum of each window (x there is y) and at the reference's (x' there is y')
+        x_ref = state.paired(x_ref).flatten(2).expand(*planes, -1)
+        at_input = y - x_ref.gather(2, indices).view_as(y)
+        at_reference = x.detach().flatten(2).gather(2, ref_indices).view_as(y) - y_ref
+        delta = y - y_ref
+        up = delta >= 0  # max(y, y') = y: the difference goes to the input's maximum
+        divisor = torch.where(up, at_input, at_reference)
+        small = divisor.abs() < state.eps  # the gradient there: 1 on the input's route, 0 on the reference's
+        multiplier = torch.where(small, up.to(y.dtype), delta / divisor).flatten(2)
+        route = torch.where(up.flatten(2), indices, ref_indices)
+        fallback = (~up & (at_input.abs() < state.eps)).flatten(2)  # the input's maximum takes its gradient too
+        second = (fallback.to(y.dtype), indices) if bool(fallback.any()) else None
+    return _MaxPoolRule.apply(x, multiplier, route, [y, second])
 
 
 #: The module types with a rule (exact types, as Captum's ``SUPPORTED_NON_LINEAR``) and their rule.
