@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
+
 from lightning_xai.attribution import Explainer
 from lightning_xai.attribution._base import check_positive_int
+from lightning_xai.callbacks._probe import Probe, class_vector
 
-__all__ = ["validate_shortcut_monitor"]
+__all__ = ["check_probe_counts", "validate_shortcut_monitor"]
 
 
 def validate_shortcut_monitor(
@@ -17,6 +20,7 @@ def validate_shortcut_monitor(
     regions: Mapping[str, object],
     spray_enabled: bool,
     batch: object,
+    warmup_epochs: object = 0,
 ) -> None:
     """Raise a ValueError naming the argument, the value received and what is allowed.
 
@@ -47,6 +51,24 @@ def validate_shortcut_monitor(
     for name in ("border", "corners"):  # whether k fits the images is checked on the probe (region_mask)
         if regions.get(name) is not None:
             check_positive_int(name, regions[name])
+    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
+        raise ValueError(
+            f"warmup_epochs must be an int >= 0 (0: decide from the first evaluation); got {warmup_epochs!r}"
+        )
     for name, value in shares.items():
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 < value <= 1.0:
             raise ValueError(f"{name} must be a number in (0, 1]; got {value!r}")
+
+
+def check_probe_counts(probe: Probe, max_clusters: int, spray_enabled: bool) -> None:
+    """A ValueError for a probe without class labels, or (with SpRAy) a class of no more samples than clusters."""
+    labels = class_vector(probe.labels, probe.size)
+    if labels is None:
+        raise ValueError("ShortcutMonitor's probe needs class labels [B] (SpRAy clusters each class's heatmaps)")
+    counts = torch.bincount(labels)
+    few = [(c, int(n)) for c, n in enumerate(counts.tolist()) if 0 < n <= max_clusters]
+    if spray_enabled and few:
+        raise ValueError(
+            f"the probe has classes with no more samples than max_clusters={max_clusters} (class, samples): {few}; "
+            "SpRAy needs more samples of each class than clusters. Give more samples or lower max_clusters"
+        )
