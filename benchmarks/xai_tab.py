@@ -1,18 +1,23 @@
 """The XAI tab: what writing its data costs the monitor, and how fast it opens and redraws in headless Chromium.
 
 Fits the demo SmallCNN on synthetic 1x32x32 images for 50 epochs with AttributionMonitor (4 explainers: IG with 16
-steps, saliency, Input x Gradient, Grad-CAM; DeletionAUC and Sparseness; 16 probe samples; an evaluation per epoch),
-the tab's writer called from the monitor's picture step (wired in here if the monitor does not call it yet). Reports:
-  * the writer's seconds per evaluation against the monitor's ``xai/time_s`` (median of the ratios, and of sums);
+steps, saliency, Input x Gradient, Grad-CAM; DeletionAUC and Sparseness; 16 probe samples; an evaluation per epoch);
+the monitor calls the tab's writer at each evaluation. Reports:
+  * the writer's seconds per evaluation against the monitor's ``xai/time_s`` (median of the ratios, and of sums),
+    without and with the probe's forward for the predictions, which the heatmap captions share;
   * bytes per evaluation on disk (maps, index line) and the probe file written once;
-  * in headless Chromium on a real TensorBoard: the time from navigation to the tab's first drawn sample, split into
-    TensorBoard's own page until it creates the tab's iframe and the tab from its iframe's start to its first drawing;
-    and the time the evaluations slider takes to redraw: a jump to an evaluation not fetched yet (fetch, decode,
-    draw), a step to the next one (which the tab prefetches), and a revisit.
+  * in headless Chromium on a real TensorBoard, the tab opened ``--repeats`` times in two ways: by navigating to
+    ``/#lightning_xai`` (TensorBoard's whole page loads first) and by clicking the XAI tab in a TensorBoard already
+    open on the scalars. Each is split into the time until TensorBoard creates the tab's iframe and the tab's own
+    time, from its iframe's start to the probe grid and the first sample's maps drawn (measured on the iframe's own
+    clock, ``performance.timeOrigin``), with the requests the tab made;
+  * the time the evaluations slider takes to redraw the heatmaps (and everything, charts included): a jump to an
+    evaluation not fetched yet (fetch, decode, draw), a step to the next one (which the tab prefetches), a revisit.
 
-    python benchmarks/xai_tab.py [--epochs 50] [--out results.json]
+    python benchmarks/xai_tab.py [--epochs 50] [--repeats 5] [--logdir DIR] [--out results.json]
 
-Needs Debian's chromium and chromium-driver and ``pip install selenium`` for the browser part (skipped without).
+``--logdir``: keep the run there, and reuse it (no fit) when it is there. Needs Debian's chromium and
+chromium-driver and ``pip install selenium`` for the browser part (skipped without).
 """
 
 from __future__ import annotations
@@ -36,7 +41,6 @@ from pytorch_lightning.loggers import TensorBoardLogger
 
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import GradCAM, InputXGradient, IntegratedGradients, Saliency
-from lightning_xai.callbacks import _pictures
 from lightning_xai.callbacks._xai_tab import TabWriter
 from lightning_xai.demo import SmallCNN, SyntheticPatternsDataModule
 from lightning_xai.metrics import DeletionAUC, Sparseness
@@ -64,26 +68,23 @@ class Seconds(Callback):
             self.values.append(float(trainer.callback_metrics["xai/time_s"]))
 
 
-def fit(log_dir: Path, epochs: int) -> tuple[list[float], list[float]]:
-    """Train with the tab's writer wired into ``Presenter.write``; returns xai/time_s and the writer's seconds."""
+def fit(log_dir: Path, epochs: int) -> tuple[list[float], list[float], list[float]]:
+    """Train with the monitor, which calls the tab's writer; returns xai/time_s, the writer's seconds and the
+    seconds of the probe's forward for the predictions (shared with the heatmap captions, which would pay it
+    without the tab: the writer happens to ask first)."""
     writer_seconds: list[float] = []
-    original, original_tab = _pictures.Presenter.write, TabWriter.write
+    forward_seconds: list[float] = []
+    original_tab = TabWriter.write
 
-    def timed(self, *args, **kwargs):
+    def timed(self, trainer, result, explained, *args, **kwargs):
         start = time.perf_counter()
-        original_tab(self, *args, **kwargs)
-        writer_seconds.append(time.perf_counter() - start)
-
-    def write(self, trainer, result, explained, paths, tags):  # until the monitor calls the writer itself
-        original(self, trainer, result, explained, paths, tags)
-        if not hasattr(self, "tab"):
-            self.tab = TabWriter(self.on_error)
-        monitor = next(c for c in trainer.callbacks if isinstance(c, AttributionMonitor))
-        self.tab.write(trainer, result, explained, monitor.probe.labels, self.view)
+        explained.predictions  # noqa: B018 (a cached property: computed once per evaluation, here)
+        middle = time.perf_counter()
+        original_tab(self, trainer, result, explained, *args, **kwargs)
+        forward_seconds.append(middle - start)
+        writer_seconds.append(time.perf_counter() - middle)
 
     TabWriter.write = timed
-    if not hasattr(_pictures, "TabWriter"):
-        _pictures.Presenter.write = write
     try:
         pl.seed_everything(0, verbose=False)
         data = SyntheticPatternsDataModule(num_train=256, num_val=64, image_size=32, batch_size=64)
@@ -108,8 +109,8 @@ def fit(log_dir: Path, epochs: int) -> tuple[list[float], list[float]]:
         )
         trainer.fit(SmallCNN(num_classes=4, width=8), datamodule=data)
     finally:
-        _pictures.Presenter.write, TabWriter.write = original, original_tab
-    return seconds.values, writer_seconds
+        TabWriter.write = original_tab
+    return seconds.values, writer_seconds, forward_seconds
 
 
 def free_port() -> int:
@@ -142,16 +143,64 @@ MOVE = """
 const [k, done] = arguments;
 const slider = document.getElementById('evaluation');
 const start = performance.now();
+let drawn = null;
 slider.value = String(k);
 slider.dispatchEvent(new Event('input', {bubbles: true}));
 (function poll() {
-  if (document.body.dataset.drawn === String(k)) done(performance.now() - start);
-  else requestAnimationFrame(poll);
+  if (drawn === null && document.body.dataset.drawn === String(k)) drawn = performance.now() - start;
+  if (document.body.dataset.complete === String(k)) done([drawn === null ? performance.now() - start : drawn,
+                                                       performance.now() - start]);
+  else setTimeout(poll, 0);
 })();
 """
 
+#: In the tab's iframe, once drawn: its own clock (ms since the iframe's navigation started) and what it fetched.
+INNER = """
+const body = document.body.dataset;
+return {origin: performance.timeOrigin, module: Number(body.moduleStartMs), drawn: Number(body.firstDrawnMs),
+        resources: performance.getEntriesByType('resource').map(e => [e.name, e.startTime, e.responseEnd,
+                                                                      e.transferSize || e.encodedBodySize])};
+"""
 
-def browser(base: str, evaluations: int) -> dict[str, float]:
+
+def _open_tab(driver, url: str | None, click: bool) -> dict:
+    """Navigate to ``url`` (or click the XAI tab of the page shown) and wait until the tab has drawn; timings."""
+    driver.switch_to.default_content()
+    if click:
+        start = driver.execute_script(
+            f"const tab = document.querySelector('[data-plugin-id={PLUGIN_NAME}]');"
+            "if (!tab) return null; const now = performance.now(); tab.click(); return now;"
+        )
+        if start is None:
+            raise RuntimeError("no XAI tab to click in TensorBoard's header")
+    else:
+        driver.get(url)
+        start = 0.0
+    top_origin = driver.execute_script("return performance.timeOrigin")
+    deadline = time.monotonic() + 60
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the XAI tab did not draw within 60 s")
+        frames = driver.find_elements("css selector", 'iframe[src*="plugin_entry"]')
+        if frames:
+            driver.switch_to.frame(frames[0])
+            if driver.execute_script("return document.body && document.body.dataset.firstDrawnMs"):
+                inner = driver.execute_script(INNER)
+                break
+            driver.switch_to.default_content()
+        time.sleep(0.01)
+    offset = inner["origin"] - top_origin  # the iframe's start on the page's clock
+    return {
+        "whole_s": (offset + inner["drawn"] - start) / 1000,
+        "before_iframe_s": (offset - start) / 1000,
+        "tab_s": inner["drawn"] / 1000,
+        "module_start_s": inner["module"] / 1000,
+        "resources": inner["resources"],
+    }
+
+
+def browser(base: str, evaluations: int, repeats: int = 5) -> dict[str, float]:
+    """Open the tab ``repeats`` times by navigation and by clicking it in the header; move the slider."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -163,29 +212,31 @@ def browser(base: str, evaluations: int) -> dict[str, float]:
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
     results: dict[str, float] = {}
     try:
-        opens, inner, host = [], [], []
-        for _ in range(3):
+        navigated, clicked = [], []
+        for _ in range(repeats):
             driver.switch_to.default_content()
             driver.get("about:blank")
-            start = time.perf_counter()
-            driver.get(f"{base}/#{PLUGIN_NAME}")
-            framed = None
-            while True:
-                frames = driver.find_elements("css selector", 'iframe[src*="plugin_entry"]')
-                if frames:
-                    framed = framed or time.perf_counter()
-                    driver.switch_to.frame(frames[0])
-                    if driver.execute_script("return document.body && document.body.dataset.drawn"):
-                        break
-                    driver.switch_to.default_content()
-                time.sleep(0.01)
-            opens.append(time.perf_counter() - start)
-            host.append(framed - start)
-            inner.append(driver.execute_script("return performance.now()") / 1000)
-        results["open_s_median"] = statistics.median(opens)
-        results["open_s_max"] = max(opens)
-        results["tensorboard_page_to_iframe_s_median"] = statistics.median(host)
-        results["iframe_start_to_drawn_s_median"] = statistics.median(inner)
+            navigated.append(_open_tab(driver, f"{base}/#{PLUGIN_NAME}", click=False))
+            driver.switch_to.default_content()
+            driver.get("about:blank")  # a fresh page: a hash change alone would keep the tab's old iframe
+            driver.get(f"{base}/#scalars")  # TensorBoard on another tab, then the user selects XAI
+            deadline = time.monotonic() + 30
+            while not driver.execute_script(f"return document.querySelector('[data-plugin-id={PLUGIN_NAME}]')"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("TensorBoard's header never showed the XAI tab")
+                time.sleep(0.05)
+            time.sleep(1.0)  # let the scalars dashboard settle
+            clicked.append(_open_tab(driver, None, click=True))
+        for name, runs in (("navigate", navigated), ("click", clicked)):
+            for key in ("whole_s", "before_iframe_s", "tab_s", "module_start_s"):
+                values = [r[key] for r in runs]
+                results[f"{name}_{key}_median"] = statistics.median(values)
+                results[f"{name}_{key}_max"] = max(values)
+        last = navigated[-1]["resources"]
+        results["tab_requests"] = len(last)
+        results["tab_bytes"] = sum(r[3] for r in last)
+        for name, begin, end, size in last:
+            print(f"  {name.split('/plugin/')[-1][:70]:70s} {begin:7.1f} → {end:7.1f} ms  {size} B")
         driver.set_script_timeout(30)
         # the tab fetches the 4 evaluations on each side of the shown one: jumps of 9 land on evaluations not fetched
         jumps = list(range(0, evaluations - 9, 9))
@@ -193,8 +244,9 @@ def browser(base: str, evaluations: int) -> dict[str, float]:
         steps = [driver.execute_async_script(MOVE, k) for k in range(jumps[-1] + 1, jumps[-1] + 6)]
         warm = [driver.execute_async_script(MOVE, k) for k in jumps]
         for name, values in (("jump_to_unfetched", cold), ("next_evaluation", steps), ("revisit", warm)):
-            results[f"slider_{name}_ms_median"] = statistics.median(values)
-            results[f"slider_{name}_ms_max"] = max(values)
+            results[f"slider_{name}_heatmap_ms_median"] = statistics.median(v[0] for v in values)
+            results[f"slider_{name}_heatmap_ms_max"] = max(v[0] for v in values)
+            results[f"slider_{name}_everything_ms_median"] = statistics.median(v[1] for v in values)
     finally:
         driver.quit()
     return results
@@ -204,22 +256,31 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=5, help="times the tab is opened in each way")
+    parser.add_argument("--logdir", type=Path, default=None, help="keep the run here; reuse it if it is there")
     args = parser.parse_args()
-    log_dir = Path(tempfile.mkdtemp(prefix="xai_tab_bench_"))
-    start = time.perf_counter()
-    time_s, writer = fit(log_dir, args.epochs)
+    log_dir = args.logdir or Path(tempfile.mkdtemp(prefix="xai_tab_bench_"))
     folder = side_dir(log_dir / "bench" / "version_0")
+    results: dict[str, float] = {}
+    if not (folder / INDEX).exists():
+        start = time.perf_counter()
+        time_s, writer, forward = fit(log_dir, args.epochs)
+        ratios = [w / t for w, t in zip(writer, time_s, strict=True)]
+        with_forward = [(w + f) / t for w, f, t in zip(writer, forward, time_s, strict=True)]
+        results = {
+            "fit_s": time.perf_counter() - start,
+            "xai_time_s_median": statistics.median(time_s),
+            "writer_ms_median": 1000 * statistics.median(writer),
+            "writer_ms_max": 1000 * max(writer),
+            "writer_over_xai_time_median_pct": 100 * statistics.median(ratios),
+            "writer_over_xai_time_total_pct": 100 * sum(writer) / sum(time_s),
+            "predictions_forward_ms_median": 1000 * statistics.median(forward),
+            "writer_and_forward_over_xai_time_median_pct": 100 * statistics.median(with_forward),
+        }
     maps = sorted(folder.glob("eval_*.f16"))
     lines = (folder / INDEX).read_text().splitlines()
-    ratios = [w / t for w, t in zip(writer, time_s, strict=True)]
-    results: dict[str, float] = {
+    results |= {
         "evaluations": len(maps),
-        "fit_s": time.perf_counter() - start,
-        "xai_time_s_median": statistics.median(time_s),
-        "writer_ms_median": 1000 * statistics.median(writer),
-        "writer_ms_max": 1000 * max(writer),
-        "writer_over_xai_time_median_pct": 100 * statistics.median(ratios),
-        "writer_over_xai_time_total_pct": 100 * sum(writer) / sum(time_s),
         "bytes_maps_per_evaluation": statistics.mean(p.stat().st_size for p in maps),
         "bytes_index_line_per_evaluation": statistics.mean(len(line) + 1 for line in lines),
         "bytes_probe_once": sum(p.stat().st_size for p in folder.glob("probe_*.u8")),
@@ -227,7 +288,7 @@ def main() -> None:
     if shutil.which("chromium") and shutil.which("chromedriver"):
         process, base = serve(log_dir)
         try:
-            results.update(browser(base, len(maps)))
+            results.update(browser(base, len(maps), args.repeats))
         finally:
             process.terminate()
             process.wait(timeout=30)
@@ -237,7 +298,8 @@ def main() -> None:
         print(f"{key:40s} {value:.4g}" if isinstance(value, float) else f"{key:40s} {value}")
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
-    shutil.rmtree(log_dir, ignore_errors=True)
+    if args.logdir is None:
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

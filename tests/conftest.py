@@ -29,7 +29,7 @@ def custom_charts(events: EventAccumulator) -> dict[str, list[str]]:
     from tensorboard.plugins.custom_scalar import layout_pb2
 
     layout = layout_pb2.Layout()
-    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0])
     return {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
 
 

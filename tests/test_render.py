@@ -113,3 +113,44 @@ def test_layer_maps_are_resized_for_display():
         attribution_grid(torch.rand(2, 3, 16, 16), torch.rand(2, 3, 4, 4), signed=False)
     with pytest.raises(ValueError, match=r"image inputs must be \[B, C, H, W\]; got shape \[2, 16\]"):
         attribution_grid(torch.rand(2, 16), torch.rand(2, 16), signed=False)
+
+
+def test_attention_grids_of_short_sequences_get_token_axes():
+    from lightning_xai.render.attention import MAX_AXIS_TOKENS, attention_grid
+
+    tokens = ["[CLS]", "the", "movie", "was", "awful", "[SEP]"]
+    maps = [torch.rand(2, 6, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    plain, axes = attention_grid(maps), attention_grid(maps, tokens=tokens)
+    # the tiles are the same pixels, moved right and with a band of key labels below them
+    band_w = axes.shape[2] - plain.shape[2]
+    assert band_w > 20 and axes.shape[1] - plain.shape[1] == band_w
+    tiles = plain[:, 20 : plain.shape[1] - 20, 64:]
+    torch.testing.assert_close(axes[:, 20 : 20 + tiles.shape[1], 64 + band_w :], tiles)
+    side = tiles.shape[1] // 2  # one tile with padding; each token's cell is at least 14 px
+    assert (side - 4) // 6 >= 14
+    ink = axes.mean(dim=0) < 0.5  # dark text pixels
+    cell = (side - 4) // 6
+    for q in range(6):  # a query label beside every token row of both layer rows, none beside the padding
+        for layer in range(2):
+            top = 20 + layer * side + 2 + q * cell
+            assert ink[top : top + cell, 64 : 64 + band_w].any(), (layer, q)
+    below = 20 + tiles.shape[1]
+    for head in range(2):
+        for k in range(6):  # a key label under every token column of both heads
+            left = 64 + band_w + head * side + 2 + k * cell
+            assert ink[below : below + band_w, left : left + cell].any(), (head, k)
+    # long sequences, cross attention or a token count that does not match: no axes
+    long = [torch.rand(1, MAX_AXIS_TOKENS + 1, MAX_AXIS_TOKENS + 1)]
+    assert attention_grid(long, tokens=["a"] * (MAX_AXIS_TOKENS + 1)).shape == attention_grid(long).shape
+    assert attention_grid(maps, tokens=tokens[:5]).shape == plain.shape
+
+
+def test_the_monitor_gives_the_attention_grid_the_first_samples_real_tokens():
+    from lightning_xai.callbacks._explained import Explained
+    from lightning_xai.callbacks._pictures import _first_tokens
+    from lightning_xai.render import TokenView
+
+    view = TokenView([["a", "b", "<pad>"], ["c", "d", "e"]])
+    valid = torch.tensor([[True, True, False], [True, True, True]])
+    assert _first_tokens(view, Explained(torch.nn.Identity(), torch.zeros(2, 3).long(), {}, valid=valid)) == ["a", "b"]
+    assert _first_tokens(view, Explained(torch.nn.Identity(), torch.zeros(2, 3).long(), {})) == ["a", "b", "<pad>"]

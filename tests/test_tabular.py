@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -57,9 +58,13 @@ def test_the_informative_features_rank_highest_after_training(tmp_path):
         assert table.splitlines()[2].split("|")[2].strip() == top[0]
     assert "xai/ig/heatmaps" not in events.Tags()["images"]
     layout = layout_pb2.Layout()
-    layout.ParseFromString(events.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
+    layout.ParseFromString(events.Tensors("custom_scalars__config__")[-1].tensor_proto.string_val[0])  # the latest
     charts = {chart.title: list(chart.multiline.tag) for cat in layout.category for chart in cat.chart}
-    assert charts["permutation: feature importance"] == ["^xai/permutation/([^/]+/)?importance/.*$"]
+    (title,) = [t for t in charts if t.startswith("permutation: top ")]  # the top-k features only
+    (expression,) = charts[title]
+    matched = [tag for tag in events.Tags()["scalars"] if re.search(expression, tag)]
+    assert len(matched) == int(title.split()[2]) and all("xai/permutation/importance/" in t for t in matched)
+    assert {f"xai/permutation/importance/signal_{i}" for i in INFORMATIVE} <= set(matched)
 
 
 class NamedData(SyntheticTabularDataModule):

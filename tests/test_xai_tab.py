@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from lightning_xai import AttributionMonitor
 from lightning_xai.attribution import GradCAM, IntegratedGradients, Saliency
 from lightning_xai.callbacks import _pictures
-from lightning_xai.callbacks._xai_tab import TabWriter, _kind, downsample, per_sample_scale
+from lightning_xai.callbacks._xai_tab import TabWriter, downsample, per_sample_scale, shown_inputs
 from lightning_xai.demo import (
     DigitsDataModule,
     SmallCNN,
@@ -70,6 +71,7 @@ def fit_runs(log_dir: Path) -> dict[str, float]:
         metrics=[DeletionAUC(steps=8), Sparseness()],
         num_probe=NUM_PROBE,
         strict=True,
+        baselines=True,
     )
     logger = TensorBoardLogger(log_dir, name="images", version=0)
     trainer = quick_trainer(log_dir, [monitor], EPOCHS, logger, limit_train_batches=8, limit_val_batches=1)
@@ -88,7 +90,41 @@ def fit_runs(log_dir: Path) -> dict[str, float]:
     logger = TensorBoardLogger(log_dir, name="tokens", version=0)
     trainer = quick_trainer(log_dir, [monitor], max_epochs=1, logger=logger)
     trainer.fit(TokenTransformer(vocab_size=24, num_classes=3, dim=16, depth=1, heads=2), datamodule=tokens)
+    pl.seed_everything(0)
+    monitor = AttributionMonitor({"ig": IntegratedGradients(steps=4)}, num_probe=4, input_key=[0, 1], target_key=2)
+    logger = TensorBoardLogger(log_dir, name="several", version=0)
+    trainer = quick_trainer(log_dir, [monitor], max_epochs=1, logger=logger)
+    trainer.fit(ImageAndTable(), *image_and_table_loaders())
     return times
+
+
+class ImageAndTable(pl.LightningModule):
+    """``forward(image, table)``: two inputs of different kinds (the tab shows a message for them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.image, self.table = torch.nn.Linear(64, 2), torch.nn.Linear(3, 2)
+
+    def forward(self, image, table):
+        return self.image(image.flatten(1)) + self.table(table)
+
+    def training_step(self, batch, batch_idx):
+        return torch.nn.functional.cross_entropy(self(batch[0], batch[1]), batch[2])
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", torch.nn.functional.cross_entropy(self(batch[0], batch[1]), batch[2]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def image_and_table_loaders():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    gen = torch.Generator().manual_seed(0)
+    images, tables = torch.randn(32, 1, 8, 8, generator=gen), torch.randn(32, 3, generator=gen)
+    data = TensorDataset(images, tables, (tables[:, 0] > 0).long())
+    return DataLoader(data, batch_size=16), DataLoader(data, batch_size=16)
 
 
 _RUNS: dict[str, tuple] = {}
@@ -146,6 +182,7 @@ def test_the_tab_is_listed_and_its_runs_are_the_ones_with_data(client):
     runs = client.get(f"{PREFIX}/runs").get_json()
     assert runs == [
         {"run": "images/version_0", "evaluations": EPOCHS},
+        {"run": "several/version_0", "evaluations": 1},
         {"run": "table/version_0", "evaluations": 2},
         {"run": "tokens/version_0", "evaluations": 1},
     ]
@@ -178,17 +215,48 @@ def test_the_frontend_is_served_as_es_modules_from_the_package(client):
     assert index.status_code == 200 and index.mimetype == "text/javascript"
     assert "export async function render" in index.get_data(as_text=True)
     texts = {"index.js": index.get_data(as_text=True)}
-    for name in ("colormap.js", "charts.js", "style.css"):
+    for name in ("colormap.js", "charts.js", "scores.js", "style.css"):
         response = client.get(f"{PREFIX}/static/{name}")
         assert response.status_code == 200 and response.mimetype in ("text/javascript", "text/css"), name
         texts[name] = response.get_data(as_text=True)
     for name, text in texts.items():  # nothing from the network (the SVG namespace is a name, not a fetch)
         assert "https://" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", ""), name
-        assert "import(" not in text and all(
+        assert all(
             line.split(" from ")[-1].startswith(('"./', "'./"))
             for line in text.splitlines()
             if line.startswith("import ")
         ), name
+        # dynamic imports: only the package's own modules, by a relative path
+        assert all(m.startswith('"./static/') for m in re.findall(r"\bimport\(([^)]*)\)", text)), name
+    helpers = ['"./static/colormap.js"', '"./static/charts.js"', '"./static/scores.js"']
+    assert re.findall(r"\bimport\(([^)]*)\)", texts["index.js"]) == helpers
+
+
+def test_the_overview_route_opens_the_tab_in_one_request(client, runs):
+    overview = client.get(f"{PREFIX}/overview").get_json()
+    listed = client.get(f"{PREFIX}/runs").get_json()
+    assert overview["runs"] == listed and overview["run"] == listed[0]["run"]
+    assert overview["records"] == client.get(f"{PREFIX}/evaluations", query_string={"run": listed[0]["run"]}).get_json()
+    chosen = client.get(f"{PREFIX}/overview", query_string={"run": "table/version_0"}).get_json()
+    assert chosen["run"] == "table/version_0" and len(chosen["records"]) == 2
+    assert client.get(f"{PREFIX}/overview", query_string={"run": "nope"}).get_json()["run"] == listed[0]["run"]
+
+
+def test_the_routes_see_new_and_missing_evaluations_despite_their_cache(runs, tmp_path):
+    shutil.copytree(runs[0] / "images", tmp_path / "images")
+    client = tensorboard_client(tmp_path)
+    folder = side_dir(tmp_path / "images" / "version_0")
+    query = {"run": "images/version_0"}
+    records = client.get(f"{PREFIX}/evaluations", query_string=query).get_json()
+    assert len(records) == EPOCHS and client.get(f"{PREFIX}/evaluations", query_string=query).get_json() == records
+    extra = {**records[-1], "evaluation": EPOCHS, "file": f"eval_{EPOCHS:06d}.f16"}  # an evaluation appended
+    shutil.copy(folder / records[-1]["file"], folder / extra["file"])
+    with open(folder / "index.jsonl", "a") as index:
+        index.write(json.dumps(extra) + "\n")
+    assert len(client.get(f"{PREFIX}/overview").get_json()["records"]) == EPOCHS + 1
+    (folder / records[0]["file"]).unlink()  # a data file gone: its evaluation is no longer served
+    served = client.get(f"{PREFIX}/evaluations", query_string=query).get_json()
+    assert [r["evaluation"] for r in served] == list(range(1, EPOCHS + 1))
 
 
 def test_every_evaluation_is_written_with_its_probe_and_maps(runs):
@@ -311,13 +379,14 @@ def test_downsampling_caps_each_side_and_keeps_the_mean():
     assert torch.allclose(small.mean(dim=(1, 2)), maps.mean(dim=(1, 2)), atol=0.02)
     assert per_sample_scale(torch.tensor([[0.0, -3.0]]), signed=False).tolist() == [0.0]  # magnitudes: clamped
     assert per_sample_scale(torch.tensor([[0.0, -3.0]]), signed=True).tolist() == [3.0]
-    # what the tab does not show yet is skipped, not an error
-    assert _kind((torch.zeros(2, 3), torch.zeros(2, 3))) is None and _kind(torch.zeros(2, 4, 8)) is None
-    assert [_kind(torch.zeros(2, 1, 4, 4)), _kind(torch.zeros(2, 5)), _kind(torch.zeros(2, 5).long())] == [
-        "image",
-        "table",
-        "tokens",
-    ]
+    # kinds: several tables are one table, float sequences are shown per position, the rest gets a message
+    kinds = [torch.zeros(2, 1, 4, 4), torch.zeros(2, 5), torch.zeros(2, 5).long(), torch.zeros(2, 4, 8)]
+    assert [shown_inputs(x).kind for x in kinds] == ["image", "table", "tokens", "tokens"]
+    assert shown_inputs(torch.zeros(2, 4, 8)).names == [["0", "1", "2", "3"]] * 2
+    assert shown_inputs((torch.zeros(2, 3), torch.zeros(2, 3))).kind == "table"
+    several = shown_inputs((torch.zeros(2, 1, 4, 4), torch.zeros(2, 3)))
+    assert several.kind == "unsupported" and "input_0 [2, 1, 4, 4], input_1 [2, 3]" in several.message
+    assert shown_inputs(torch.zeros(2, 1, 2, 4, 4)).kind == "unsupported"
 
 
 def test_the_writer_skips_other_ranks_and_reports_failures(tmp_path):
@@ -342,7 +411,7 @@ def test_marker_summaries_let_the_data_provider_find_the_runs(runs):
     multiplexer.Reload()
     provider = data_provider.MultiplexerDataProvider(multiplexer, str(log_dir))
     found = provider.list_tensors(context.RequestContext(), experiment_id="", plugin_name=PLUGIN_NAME)
-    assert set(found) == {"images/version_0", "table/version_0", "tokens/version_0"}
+    assert set(found) == {"images/version_0", "several/version_0", "table/version_0", "tokens/version_0"}
     assert found["images/version_0"][SUMMARY_TAG].max_step > 0
     content = json.loads(found["images/version_0"][SUMMARY_TAG].plugin_content)
     assert content["format"] == 1 and content["file"].startswith("eval_")

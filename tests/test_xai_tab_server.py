@@ -63,7 +63,7 @@ def plugin_path(folder: Path) -> dict[str, str]:
 
 
 def start_tensorboard(log_dir: Path, folder: Path) -> tuple[subprocess.Popen, str]:
-    """``tensorboard --logdir log_dir`` on a free loopback port, once it lists the three runs of the tab."""
+    """``tensorboard --logdir log_dir`` on a free loopback port, once it lists the four runs of the tab."""
     port = free_port()
     flags = ["--logdir", str(log_dir), "--host", "127.0.0.1", "--port", str(port), "--load_fast", "true"]
     flags += ["--reload_interval", "1"]
@@ -73,7 +73,7 @@ def start_tensorboard(log_dir: Path, folder: Path) -> tuple[subprocess.Popen, st
     deadline = time.monotonic() + 60
     while True:
         try:
-            if len(get_json(base, f"{PREFIX}/runs")) == 3:
+            if len(get_json(base, f"{PREFIX}/runs")) == 4:
                 return process, base
         except OSError:
             pass
@@ -101,7 +101,7 @@ def test_a_real_server_lists_the_tab_and_serves_a_runs_data(server):
     assert tab["enabled"] and tab["tab_name"] == "XAI" and tab["loading_mechanism"]["type"] == "IFRAME"
     runs = get_json(base, f"{PREFIX}/runs")
     found = {r["run"]: r["evaluations"] for r in runs}
-    assert found == {"images/version_0": EPOCHS, "table/version_0": 2, "tokens/version_0": 1}
+    assert found == {"images/version_0": EPOCHS, "several/version_0": 1, "table/version_0": 2, "tokens/version_0": 1}
     records = get_json(base, f"{PREFIX}/evaluations", run="images/version_0")
     assert [r["evaluation"] for r in records] == list(range(EPOCHS))
     data = get(base, f"{PREFIX}/data", run="images/version_0", file=records[1]["file"])
@@ -172,6 +172,19 @@ def test_the_tab_in_headless_chromium(server, tmp_path):
         first = driver.execute_script(HEATMAP)
         assert first != last  # the slider changed the heatmap's pixels
         assert "every one kept" in driver.execute_script("return document.getElementById('notice').textContent")
+        # this sample's scores over evaluations, the slider's position marked; the baselines dashed in the means
+        wait_for(driver, "return document.body.dataset.complete === '0'")
+        charts = driver.execute_script(
+            "return [...document.querySelectorAll('#sample-score-charts svg')].map(s => [s.dataset.metric,"
+            " s.querySelectorAll('polyline').length, s.querySelectorAll('line.marker').length])"
+        )
+        assert sorted(c[0] for c in charts) == ["deletion_auc", "sparseness", "stability"], charts
+        assert all(lines == 3 and marks == 1 for _, lines, marks in charts), charts
+        dashed = driver.execute_script(
+            "return [...document.querySelectorAll('#score-charts svg[data-metric=deletion_auc] polyline.baseline')]"
+            ".map(p => p.dataset.name)"
+        )
+        assert dashed == ["baseline_edges", "baseline_random"], dashed
         driver.execute_script(
             "const s = document.getElementById('evaluation'); s.value = String(s.max);"
             "s.dispatchEvent(new Event('input', {bubbles: true}));"
@@ -197,6 +210,9 @@ def test_the_tab_in_headless_chromium(server, tmp_path):
         assert notice.startswith("1 of 2 evaluations of this run have no data"), notice
         select_run(driver, "tokens/version_0")
         assert driver.execute_script("return document.querySelectorAll('#explainers .token').length") == 8
+        select_run(driver, "several/version_0")  # an image and a table: a message, not an error
+        notice = driver.execute_script("return document.getElementById('notice').textContent")
+        assert "takes 2 inputs (input_0 [4, 1, 8, 8], input_1 [4, 3])" in notice, notice
         select_run(driver, "images/version_0")
         # the screenshot shows a misclassified sample when there is one
         chosen = "(document.querySelector('#grid .thumb.wrong') || document.querySelector('#grid .thumb'))"

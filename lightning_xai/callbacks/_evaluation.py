@@ -46,12 +46,17 @@ Warn = Callable[[str, str], None]
 
 @dataclass
 class Evaluation:
-    """What one evaluation produced: finite scalars, and per explained tag its attributions, explainer and curves."""
+    """What one evaluation produced: finite scalars, and per explained tag its attributions, explainer and curves.
+
+    ``samples`` holds, per explained tag, each score's per-sample values ``[B]`` in probe order (NaN where a score
+    is undefined for a sample): every metric's scores and ``stability``, whose probe means are the scalars.
+    """
 
     scalars: dict[str, float | Tensor] = field(default_factory=dict)
     attributions: dict[str, Attributions] = field(default_factory=dict)
     explainers: dict[str, Explainer] = field(default_factory=dict)
     curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    samples: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     def update(self, other: Evaluation) -> None:
         """Take ``other``'s entries."""
@@ -95,16 +100,19 @@ def evaluate(
                 continue
             result.attributions[tag], result.explainers[tag] = attr, explainer
             _completeness(tag, explainer, explained, attr, target, result, on_error)
-            due = metrics.get(name, [])
+            due, batches = metrics.get(name, []), []
             try:
                 batches = _metric_batches(explained, explainer, attr, target) if due else []
             except Exception as err:
                 on_error(f"metrics of explainer {tag!r}", err)
                 due = []
+            rows = _batch_rows(explained, batches)
             for metric in due:
-                _score(metric, tag, batches, result, on_error, warn)
+                _score(metric, tag, batches, rows, result, on_error, warn)
             if tag in previous and _shape(previous[tag]) == _shape(attr):
-                result.scalars[f"xai/{tag}/stability"] = _agreement(previous[tag], attr, explained.segments)
+                per_sample = _per_sample_agreement(previous[tag], attr, explained.segments)
+                result.samples.setdefault(tag, {})["stability"] = per_sample.detach().float().cpu()
+                result.scalars[f"xai/{tag}/stability"] = per_sample.mean()
             result.scalars[f"xai/{tag}/time_s"] = time.perf_counter() - start
     if agreement:
         for (a, attr_a), (b, attr_b) in itertools.combinations(result.attributions.items(), 2):
@@ -125,10 +133,25 @@ def _pack(attributions: Attributions) -> Tensor:
 
 def _agreement(a: Attributions, b: Attributions, segments: Segments | None) -> Tensor:
     """Mean Spearman correlation of matching samples (over real tokens only when there is padding)."""
+    return _per_sample_agreement(a, b, segments).mean()
+
+
+def _per_sample_agreement(a: Attributions, b: Attributions, segments: Segments | None) -> Tensor:
+    """Each sample's Spearman correlation of ``a`` and ``b`` ``[B]``, in probe order (real tokens only)."""
     if segments is None or not isinstance(a, Tensor):
-        return rank_correlation(_pack(a), _pack(b)).mean()
+        return rank_correlation(_pack(a), _pack(b))
     pairs = zip(segments.compact(a), segments.compact(b), strict=True)
-    return torch.cat([rank_correlation(x, y) for x, y in pairs]).mean()
+    values = torch.cat([rank_correlation(x, y) for x, y in pairs])
+    order = torch.cat([rows for rows, _ in segments.groups])
+    return torch.empty_like(values).index_copy_(0, order.to(values.device), values)
+
+
+def _batch_rows(explained: Explained, batches: list[ExplanationBatch]) -> list[Tensor] | None:
+    """The probe rows of each metric batch (the padding's groups), or ``None`` for one batch of the whole probe."""
+    segments = explained.segments
+    if len(batches) <= 1 or segments is None:
+        return None
+    return [rows for rows, _ in segments.groups]
 
 
 def _attribute(name: str, explainer: Explainer, explained: Explained, target: Tensor, warn: Warn) -> Attributions:
@@ -259,6 +282,7 @@ def _score(
     metric: AttributionMetric,
     tag: str,
     batches: list[ExplanationBatch],
+    rows: list[Tensor] | None,
     result: Evaluation,
     on_error: OnError,
     warn: Warn,
@@ -273,8 +297,14 @@ def _score(
     curve = None
     try:
         metric.reset()
+        scores: list[Tensor] | None = []
         for batch in batches:
+            metric.last_scores = None
             metric.update_from(batch)
+            if scores is not None and metric.last_scores is not None:  # a metric of ours, or one accumulating alike
+                scores.append(metric.last_scores.flatten().float().cpu())
+            else:
+                scores = None
             if isinstance(metric, DeletionAUC | InsertionAUC):
                 part = metric.last_curve * batch.target.shape[0]
                 curve = part if curve is None else curve + part
@@ -283,9 +313,24 @@ def _score(
         on_error(f"metric {metric.name!r} of explainer {tag!r}", err)
         return
     result.scalars[f"xai/{tag}/{metric.name}"] = value
+    per_sample = _in_probe_order(scores, rows)
+    if per_sample is not None:
+        result.samples.setdefault(tag, {})[metric.name] = per_sample
     if curve is not None:
         label = "deletion" if isinstance(metric, DeletionAUC) else "insertion"
         result.curves.setdefault(tag, {})[label] = curve / sum(b.target.shape[0] for b in batches)
+
+
+def _in_probe_order(scores: list[Tensor] | None, rows: list[Tensor] | None) -> Tensor | None:
+    """One batch's per-sample scores per metric batch, as one ``[B]`` in probe order (``None`` if they do not fit)."""
+    if not scores:
+        return None
+    if rows is None:
+        return scores[0] if len(scores) == 1 else None
+    if len(scores) != len(rows) or any(s.numel() != r.numel() for s, r in zip(scores, rows, strict=True)):
+        return None
+    order = torch.cat(rows).cpu()
+    return torch.empty(order.numel()).index_copy_(0, order, torch.cat(scores))
 
 
 def _finite(tag: str, value: float | Tensor, warn: Warn) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -62,6 +63,8 @@ def custom_scalars_layout(
     paths_name: str | None = None,
     agreement: bool = False,
     metric_names: list[str] | None = None,
+    logged: Collection[str] | None = None,
+    top_features: dict[str, list[str]] | None = None,
 ) -> dict[str, dict[str, list]]:
     """A custom-scalars layout: the loss curves, one chart per explained tag and one for the callback's cost.
 
@@ -75,6 +78,13 @@ def custom_scalars_layout(
     name in ``metric_names`` with every explainer's score and the reference maps' (``xai/baseline_random/...``)
     on one axis. Tags are anchored regular expressions, matched by TensorBoard against every scalar tag.
 
+    Charts are keyed to the run that writes the layout: given ``logged`` (the scalar tags the callback has logged),
+    a chart none of whose expressions matches one of them is left out, except the loss chart (the module's tags
+    cannot be read on one rank without a collective, and every training run logs a loss). TensorBoard merges the layouts of all runs
+    into one page, so a chart must come from a run that fills it, or it would stay empty (a run without tables,
+    without losses, or an explainer another run does not have). Given ``top_features`` (tag → the full scalar
+    tags of its top features), a feature chart lists only those (the top-k, not every column).
+
     Example:
         >>> layout = custom_scalars_layout(["ig"], feature_charts=["ig"])["lightning_xai"]
         >>> layout["ig"], layout["ig: feature importance"]
@@ -83,7 +93,10 @@ def custom_scalars_layout(
     charts: dict[str, list] = {"loss": ["Multiline", [r"^.*loss.*$"]]}
     for name in explainer_names:
         charts[name] = ["Multiline", [rf"^xai/{re.escape(name)}/(?!time_s$)[^/]+$"]]
-        if name in (feature_charts or []):
+        if name in (feature_charts or []) and top_features and top_features.get(name):
+            chosen = "|".join(re.escape(tag) for tag in top_features[name])
+            charts[f"{name}: top {len(top_features[name])} features"] = ["Multiline", [f"^(?:{chosen})$"]]
+        elif name in (feature_charts or []):
             charts[f"{name}: feature importance"] = ["Multiline", [rf"^xai/{re.escape(name)}/([^/]+/)?importance/.*$"]]
     if paths_name is not None:
         charts[f"{paths_name}: layer shares"] = ["Multiline", [rf"^xai/{re.escape(paths_name)}/layer/.*$"]]
@@ -94,7 +107,19 @@ def custom_scalars_layout(
     if metric_names:
         by_metric = {m: ["Multiline", [rf"^xai/[^/]+/(label_\d+/)?{re.escape(m)}$"]] for m in metric_names}
         layout["lightning_xai: by metric"] = by_metric
-    return layout
+    if logged is None:
+        return layout
+    kept = {}
+    for category, group in layout.items():
+        filled = {title: chart for title, chart in group.items() if title == "loss" or _fills(chart[1], logged)}
+        if filled:
+            kept[category] = filled
+    return kept
+
+
+def _fills(expressions: list[str], logged: Collection[str]) -> bool:
+    """Whether one of a chart's expressions matches a logged tag (TensorBoard matches with ``re.search``)."""
+    return any(re.search(expression, tag) for expression in expressions for tag in logged)
 
 
 def write_visuals(logger: object, step: int, visuals: Visuals, layout: dict | None = None) -> None:

@@ -6,6 +6,7 @@ that can show it (:mod:`lightning_xai.callbacks._loggers`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,8 +21,16 @@ from lightning_xai.callbacks._evaluation import Evaluation, Explained, PathSumma
 from lightning_xai.callbacks._loggers import Visuals, custom_scalars_layout, media_loggers, write_visuals
 from lightning_xai.callbacks._probe import Probe, class_vector
 from lightning_xai.callbacks._xai_tab import TabWriter
-from lightning_xai.render import Vocabulary, attention_grid, curves_figure, decode, sanitize_names, units_figure
-from lightning_xai.render.views import View, choose_view, format_label
+from lightning_xai.render import (
+    Vocabulary,
+    attention_grid,
+    curves_figure,
+    decode,
+    importance_curves_figure,
+    sanitize_names,
+    units_figure,
+)
+from lightning_xai.render.views import TokenView, View, choose_view, format_label
 
 __all__ = ["MAX_FEATURE_SCALARS", "Presenter", "feature_namer", "make_view", "visuals"]
 
@@ -45,7 +54,10 @@ class Presenter:
     def __init__(self, options: dict[str, Any], paths_name: str | None, on_error: OnError, warn: Warn) -> None:
         self.options, self.paths_name, self.on_error, self.warn = options, paths_name, on_error, warn
         self.view: View | None = None
-        self.layouts_written: set[int] = set()
+        self.layouts_written: dict[int, dict] = {}  # logger → the custom-scalars layout it last got
+        self.logged: set[str] = {"xai/time_s"}  # the scalar tags of the run so far (the layout's charts need one)
+        self.steps: list[int] = []  # the evaluations' steps, and each table column's importance at them
+        self.history: dict[str, dict[str, list[float]]] = {}
         self.charted: list[str] = []  # the tags with summary scalars (per-feature curves)
         self.labels: Tensor | None = None
         self.tab = TabWriter(on_error)  # the XAI tab's side files (every evaluation kept)
@@ -105,16 +117,44 @@ class Presenter:
             shown = visuals(result, self.view, explained, paths, self.paths_name, **{k: self.options[k] for k in keys})
         except Exception as err:
             return self.on_error("writing pictures", err)
-        agreement = any(tag.startswith("xai/agreement/") for tag in result.scalars)
+        # our own tags only: reading trainer.callback_metrics (or logged_metrics) computes every value logged with
+        # sync_dist, a collective, and only rank zero gets here (the loss chart is kept without a check)
+        self.logged.update(result.scalars)
+        top = self._feature_curves(trainer.global_step, result, shown)
+        agreement = any(tag.startswith("xai/agreement/") for tag in self.logged)
         metric_names = self.options.get("metric_names")
-        layout = custom_scalars_layout(tags, self.charted, self.paths_name, agreement, metric_names)
+        layout = custom_scalars_layout(tags, self.charted, self.paths_name, agreement, metric_names, self.logged, top)
         for logger in loggers:
-            first = id(logger) not in self.layouts_written
-            self.layouts_written.add(id(logger))
+            changed = self.layouts_written.get(id(logger)) != layout  # the latest layout of a run is the one shown
+            self.layouts_written[id(logger)] = layout
             try:
-                write_visuals(logger, trainer.global_step, shown, layout if first else None)
+                write_visuals(logger, trainer.global_step, shown, layout if changed else None)
             except Exception as err:
                 self.on_error(f"writing pictures to {type(logger).__name__}", err)
+
+    def _feature_curves(self, step: int, result: Evaluation, shown: Visuals) -> dict[str, list[str]]:
+        """Record this evaluation's per-feature importances; figure the top-k's curves; return their tags per tag."""
+        self.steps.append(int(step))
+        top_k = min(int(self.options.get("top_k") or 10), 10)
+        chosen: dict[str, list[str]] = {}
+        for tag in self.charted:
+            prefix = f"xai/{tag}/"
+            values = {k: float(v) for k, v in result.scalars.items() if k.startswith(prefix) and "importance/" in k}
+            history = self.history.setdefault(tag, {})
+            for key in set(history) | set(values):
+                series = history.setdefault(key, [math.nan] * (len(self.steps) - 1))
+                series.append(values.get(key, math.nan))
+            if not values:
+                continue
+            chosen[tag] = sorted(values, key=lambda k: -values[k])[:top_k]
+            named = {key.removeprefix(prefix).replace("importance/", ""): series for key, series in history.items()}
+            try:
+                figure = importance_curves_figure(self.steps, named, tag, top_k)
+            except Exception as err:
+                self.on_error("feature importance curves", err)
+                continue
+            shown.figures[f"xai/{tag}/importance_curves"] = figure
+        return chosen
 
 
 def feature_namer(trainer: pl.Trainer, given: list[str] | None, warn: Warn) -> Callable[[int], list[str]]:
@@ -212,7 +252,7 @@ def visuals(
             shown.figures[f"xai/{paths_name}/layer/{layer}/units"] = figure
     rollouts = [tag for tag, e in result.explainers.items() if isinstance(e, AttentionRollout)]
     if rollouts and log_images and isinstance(explained.inputs, Tensor):
-        grid = attention_grid(_first_attention(explained))
+        grid = attention_grid(_first_attention(explained), tokens=_first_tokens(view, explained))
         shown.images.update({f"xai/{tag}/attention_maps": grid for tag in rollouts})
     for tag, attr in result.attributions.items():
         if log_histograms:
@@ -233,6 +273,18 @@ def _first_attention(explained: Explained) -> list[Tensor]:
         return maps
     keep = explained.valid[0]
     return [w[:, keep][:, :, keep] if w.shape[-1] == keep.numel() == w.shape[-2] else w for w in maps]
+
+
+def _first_tokens(view: View, explained: Explained) -> list[str] | None:
+    """The first sample's token texts (its real tokens when there is padding), for the attention grid's axes."""
+    texts = getattr(view, "texts", None) if isinstance(view, TokenView) else None
+    if not texts:
+        return None
+    first = list(texts[0])
+    if explained.valid is None:
+        return first
+    keep = explained.valid[0].tolist()
+    return [t for t, k in zip(first, keep, strict=True) if k] if len(keep) == len(first) else None
 
 
 def _real_values(attributions: Any, valid: Tensor | None) -> Tensor:

@@ -11,6 +11,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_xai.attribution._model import as_tuple
+from lightning_xai.callbacks._baselines import BASELINE_NAMES
 from lightning_xai.callbacks._evaluation import Evaluation, Explained
 from lightning_xai.callbacks._loggers import tensorboard_writers
 from lightning_xai.callbacks._probe import class_vector
 from lightning_xai.render.grid import input_to_rgb
 from lightning_xai.render.heatmap import reduce_channels
-from lightning_xai.render.views import TableView, TokenView, View, format_label
+from lightning_xai.render.views import MultiView, TableView, TokenView, View, format_label
 from lightning_xai.tensorboard.format import (
     FORMAT_VERSION,
     MAX_SIDE,
@@ -35,7 +38,7 @@ from lightning_xai.tensorboard.format import (
     write_atomic,
 )
 
-__all__ = ["TabWriter", "downsample", "per_sample_scale"]
+__all__ = ["Shown", "TabWriter", "downsample", "per_sample_scale", "shown_inputs"]
 
 OnError = Callable[[str, Exception], None]
 
@@ -114,10 +117,8 @@ class TabWriter:
         try:
             writers = tensorboard_writers(trainer)
             if writers and result.attributions:
-                names = getattr(view, "names", None) if isinstance(view, TableView) else None
-                tokens = getattr(view, "texts", None) if isinstance(view, TokenView) else None
-                encoded = self._encode(result, explained, labels, names, tokens)
-                for writer in writers if encoded is not None else []:
+                encoded = self._encode(result, explained, labels, view)
+                for writer in writers:
                     self._write_run(writer, trainer, *encoded)
         except Exception as err:
             self.on_error("writing the XAI tab's data", err)
@@ -125,43 +126,33 @@ class TabWriter:
             self.seconds += time.perf_counter() - start
 
     def _encode(
-        self,
-        result: Evaluation,
-        explained: Explained,
-        labels: Tensor | None,
-        feature_names: list[str] | None,
-        tokens: list[list[str]] | None,
-    ) -> tuple[bytes, dict[str, Any], bytes | None] | None:
-        """The evaluation's maps, index record and probe pixels; ``None`` for inputs the tab has no view of."""
-        kind = _kind(explained.inputs)
-        if kind is None:
-            return None
-        inputs = explained.inputs
-        batch = inputs.shape[0]
+        self, result: Evaluation, explained: Explained, labels: Tensor | None, view: View | None
+    ) -> tuple[bytes, dict[str, Any], bytes | None]:
+        """The evaluation's maps, index record and probe pixels.
+
+        Inputs the tab cannot show get a record with a ``message`` and no maps.
+        """
+        shown = shown_inputs(explained.inputs, view)
+        kind, inputs = shown.kind, shown.inputs
+        batch = as_tuple(explained.inputs)[0].shape[0]
         chunks, maps, offset = [], [], 0
-        for tag, attr in result.attributions.items():
-            if not isinstance(attr, Tensor) or attr.shape[0] != batch:
-                continue
+        for tag, attr in result.attributions.items() if kind != "unsupported" else ():
             signed = bool(getattr(result.explainers.get(tag), "signed", True))
-            values = attr.detach().float().cpu()
-            if kind == "image":
-                if values.dim() not in (3, 4):
-                    continue
-                values = downsample(reduce_channels(values, signed), self.max_side)
-            elif values.dim() != 2:
+            values = shown.values(attr, signed)
+            if values is None or values.shape[0] != batch:
                 continue
-            scale = per_sample_scale(values, signed)
+            if kind == "image":
+                values = downsample(values, self.max_side)
+            scale = torch.tensor(_floats(per_sample_scale(values, signed)))  # as the index line holds it
             divisor = torch.where(scale > 0, scale, torch.ones_like(scale)).view(-1, *[1] * (values.dim() - 1))
             stored = (values / divisor).clamp(-60000, 60000).half()
             data = stored.numpy().astype("<f2").tobytes()
             maps.append({"tag": tag, "signed": signed, "shape": list(stored.shape), "offset": offset,
-                         "scale": [float(s) for s in scale]})  # fmt: skip
+                         "scale": _floats(scale)})  # fmt: skip
             chunks.append(data)
             offset += len(data)
-        if not maps:
-            return None
         found = explained.predictions
-        predictions, confidence = (None, None) if found is None else (found[0].cpu().tolist(), found[1].cpu().tolist())
+        predictions, confidence = (None, None) if found is None else (found[0].cpu().tolist(), _floats(found[1]))
         classes = class_vector(labels.cpu(), batch) if labels is not None and labels.shape[:1] == (batch,) else None
         probe_info: dict[str, Any] = {
             "size": batch,
@@ -183,21 +174,24 @@ class TabWriter:
             probe_info["file"] = f"probe_{hashlib.sha1(images).hexdigest()[:12]}.u8"
             probe_info["shape"] = list(pixels.shape)
         elif kind == "table":
-            count = inputs.shape[1]
-            names = feature_names if feature_names and len(feature_names) == count else None
-            probe_info["features"] = names or [f"feature_{i}" for i in range(count)]
-        else:
-            ids = inputs.detach().cpu().tolist()
-            probe_info["tokens"] = tokens if tokens and len(tokens) == batch else [[str(i) for i in row] for row in ids]
+            probe_info["features"] = shown.names
+        elif kind == "tokens":
+            probe_info["tokens"] = shown.names
             if explained.valid is not None:
                 probe_info["valid"] = explained.valid.detach().cpu().int().tolist()
         scores: dict[str, dict[str, float]] = {}
+        baselines: dict[str, dict[str, float]] = {}
         for name, value in result.scalars.items():
             parts = name.split("/")
-            if len(parts) == 3 and parts[0] == "xai" and parts[1] in result.attributions and parts[2] != "time_s":
-                scores.setdefault(parts[1], {})[parts[2]] = float(value)
-        curves = {tag: {k: [float(v) for v in c.flatten().tolist()] for k, c in per.items()}
-                  for tag, per in result.curves.items()}  # fmt: skip
+            if len(parts) != 3 or parts[0] != "xai" or parts[2] == "time_s":
+                continue
+            if parts[1] in result.attributions:
+                scores.setdefault(parts[1], {})[parts[2]] = _short(float(value))
+            elif parts[1] in BASELINE_NAMES:
+                baselines.setdefault(parts[1], {})[parts[2]] = _short(float(value))
+        curves = {tag: {k: _floats(c) for k, c in per.items()} for tag, per in result.curves.items()}
+        samples = {tag: {k: _floats(v) for k, v in per.items() if v.numel() == batch}
+                   for tag, per in result.samples.items() if tag in result.attributions}  # fmt: skip
         record = {
             "format": FORMAT_VERSION,
             "kind": kind,
@@ -207,8 +201,12 @@ class TabWriter:
             "confidence": confidence,
             "maps": maps,
             "scores": scores,
+            "samples": samples,
+            "baselines": baselines,
             "curves": curves,
         }
+        if shown.message:
+            record["message"] = shown.message
         return b"".join(chunks), record, images
 
     def _write_run(
@@ -236,15 +234,95 @@ class TabWriter:
         file_writer.flush()
 
 
-def _kind(inputs: Any) -> str | None:
-    """The tab's kind of ``inputs``: ``"image"``, ``"table"``, ``"tokens"``, or ``None`` (not shown yet).
+def _short(value: float) -> float | None:
+    """``value`` to 6 significant digits for JSON (the index stays compact), ``None`` if not finite.
 
-    Images are ``[B, C, H, W]``, tables ``[B, F]``, token ids ``[B, T]``; several inputs and float sequences are
-    not shown yet.
+    Example:
+        >>> _short(0.123456789), _short(float("nan"))
+        (0.123457, None)
     """
-    if not isinstance(inputs, Tensor):
-        return None
-    if inputs.is_floating_point():
-        return {4: "image", 2: "table"}.get(inputs.dim())
-    return "tokens" if inputs.dim() == 2 else None
+    return float(f"{value:.6g}") if math.isfinite(value) else None
 
+
+def _floats(values: Tensor) -> list[float | None]:
+    """A tensor's values for JSON, to 6 significant digits: ``None`` where not finite."""
+    return [_short(v) for v in values.detach().flatten().float().cpu().tolist()]
+
+
+@dataclass
+class Shown:
+    """What the tab shows of the probe's inputs: its kind, the inputs as shown, names and how a map is reduced.
+
+    ``kind`` is ``"image"``, ``"table"``, ``"tokens"`` or ``"unsupported"`` (then ``message`` says why and where
+    to look instead). ``names`` are a table's column names or each sequence's token texts.
+    """
+
+    kind: str
+    inputs: Tensor | None = None
+    names: list | None = None
+    message: str | None = None
+    parts: int = 1  # how many model inputs a table is concatenated from
+
+    def values(self, attributions: Any, signed: bool) -> Tensor | None:
+        """One explainer's attributions as the tab stores them (``None`` if they do not fit the inputs)."""
+        if self.kind == "table" and isinstance(attributions, tuple) and len(attributions) == self.parts:
+            attributions = torch.cat([a.detach().flatten(1) for a in attributions], dim=1)
+        if not isinstance(attributions, Tensor) or self.inputs is None:
+            return None
+        values = attributions.detach().float().cpu()
+        if self.kind == "image":
+            return reduce_channels(values, signed) if values.dim() in (3, 4) else None
+        if values.dim() > 2 and self.kind == "tokens":  # float sequences [B, T, D]: one score per position
+            values = values.flatten(2).sum(-1) if signed else values.abs().flatten(2).sum(-1)
+        return values if values.dim() == 2 and values.shape[1] == self.inputs.shape[1] else None
+
+
+def shown_inputs(inputs: Any, view: View | None = None) -> Shown:
+    """How the tab shows ``inputs``: their kind, and the names of their columns or tokens.
+
+    Images ``[B, C, H, W]``, tables ``[B, F]``, token ids ``[B, T]``, float sequences ``[B, T, D]`` (one score per
+    position, named by position), and several table inputs as one table of ``<input>/<column>`` columns; other
+    inputs get a message instead of maps.
+
+    Names come from ``view`` (a table's columns, a sequence's token texts) where it has them.
+
+    Example:
+        >>> shown_inputs((torch.zeros(2, 2), torch.zeros(2, 3))).names
+        ['input_0/feature_0', 'input_0/feature_1', 'input_1/feature_0', 'input_1/feature_1', 'input_1/feature_2']
+        >>> shown_inputs(torch.zeros(2, 4, 8)).kind, shown_inputs(torch.zeros(2, 3, 4, 4, 4)).kind
+        ('tokens', 'unsupported')
+    """
+    if isinstance(inputs, tuple):
+        parts = view.parts if isinstance(view, MultiView) and len(view.parts) == len(inputs) else None
+        names = list(parts) if parts else [f"input_{i}" for i in range(len(inputs))]
+        kinds = [shown_inputs(x, None if parts is None else parts[n]) for n, x in zip(names, inputs, strict=True)]
+        if all(k.kind == "table" for k in kinds):
+            columns = [f"{n}/{c}" for n, k in zip(names, kinds, strict=True) for c in k.names]
+            return Shown("table", torch.cat([k.inputs for k in kinds], dim=1), columns, parts=len(inputs))
+        described = ", ".join(f"{n} {list(x.shape)}" for n, x in zip(names, inputs, strict=True))
+        message = (
+            f"This model takes {len(inputs)} inputs ({described}). The XAI tab shows several inputs only when "
+            "all are tables; each input's pictures are in the Images tab under xai/<explainer>/<input>/..."
+        )
+        return Shown("unsupported", message=message)
+    if not isinstance(inputs, Tensor) or inputs.dim() < 2:
+        return Shown("unsupported", message=f"The XAI tab cannot show inputs of this kind ({type(inputs).__name__}).")
+    batch, count = inputs.shape[:2]
+    if inputs.is_floating_point() and inputs.dim() == 4:
+        return Shown("image", inputs)
+    if inputs.is_floating_point() and inputs.dim() == 2:
+        names = getattr(view, "names", None) if isinstance(view, TableView) else None
+        return Shown(
+            "table", inputs, names if names and len(names) == count else [f"feature_{i}" for i in range(count)]
+        )
+    if inputs.dim() == 2 or (inputs.is_floating_point() and inputs.dim() == 3):
+        texts = getattr(view, "texts", None) if isinstance(view, TokenView) else None
+        if not (texts and len(texts) == batch and len(texts[0]) == count):
+            rows = inputs.tolist() if inputs.dim() == 2 else [list(range(count))] * batch
+            texts = [[str(t) for t in row] for row in rows]
+        return Shown("tokens", inputs, texts)
+    message = (
+        f"The XAI tab cannot show inputs of shape {list(inputs.shape)} ({inputs.dtype}); it shows images "
+        "[B, C, H, W], tables [B, F], token ids [B, T] and sequences [B, T, D]. Scores are in the Scalars tab."
+    )
+    return Shown("unsupported", message=message)

@@ -49,6 +49,8 @@ class AttributionMetric(Metric, abc.ABC):
     #: What the metric changes before explaining again (``"model"``, ``"inputs"``), or ``None``: a map that does
     #: not depend on it (``Explainer.depends_on``) scores a constant.
     reexplains: str | None = None
+    #: The per-sample scores of the last ``update`` (NaN where undefined), for per-sample charts.
+    last_scores: Tensor | None = None
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -56,6 +58,7 @@ class AttributionMetric(Metric, abc.ABC):
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def _accumulate(self, scores: Tensor) -> None:
+        self.last_scores = scores.detach()
         finite = torch.isfinite(scores)
         self.total += torch.where(finite, scores.double(), 0.0).sum()
         self.count += finite.sum()

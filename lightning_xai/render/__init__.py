@@ -2,7 +2,13 @@
 
 from lightning_xai.render.attention import attention_grid
 from lightning_xai.render.charts import curves_figure
-from lightning_xai.render.features import feature_importance, importance_figure, importance_markdown, sanitize_names
+from lightning_xai.render.features import (
+    feature_importance,
+    importance_curves_figure,
+    importance_figure,
+    importance_markdown,
+    sanitize_names,
+)
 from lightning_xai.render.grid import attribution_grid, input_to_rgb, overlay
 from lightning_xai.render.heatmap import colorize, reduce_channels, robust_normalize
 from lightning_xai.render.paths import units_figure
@@ -37,6 +43,7 @@ __all__ = [
     "decode",
     "feature_importance",
     "format_label",
+    "importance_curves_figure",
     "importance_figure",
     "importance_markdown",
     "input_kind",

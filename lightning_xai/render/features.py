@@ -7,7 +7,27 @@ import re
 from matplotlib.figure import Figure
 from torch import Tensor
 
-__all__ = ["feature_importance", "importance_figure", "importance_markdown", "sanitize_names"]
+__all__ = [
+    "feature_importance",
+    "importance_curves_figure",
+    "importance_figure",
+    "importance_markdown",
+    "sanitize_names",
+]
+
+#: Ten distinct colours (matplotlib's ``tab10``), one per curve of the top features.
+_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 
@@ -101,3 +121,34 @@ def importance_markdown(names: list[str], mean_abs: Tensor, signed_mean: Tensor,
         name = names[i].replace("|", "\\|")
         rows.append(f"| {rank} | {name} | {float(mean_abs[i]):.4g} | {float(signed_mean[i]):.4g} |")
     return "\n".join(rows)
+
+
+def importance_curves_figure(steps: list[int], history: dict[str, list[float]], title: str, top_k: int = 10) -> Figure:
+    """Each top feature's importance (mean ``|a|``) over evaluations: a line per feature in a distinct colour.
+
+    The ``top_k`` (at most 10, the number of distinct colours) are the features of largest importance at the last
+    evaluation; the legend names them in that order. TensorBoard's custom-scalar charts colour every curve of a run
+    alike, which is why this figure exists.
+
+    Args:
+        steps: the global step of each evaluation.
+        history: feature name → its importance at each evaluation (as many values as ``steps``).
+        title: names the method.
+        top_k: how many features to draw.
+
+    Example:
+        >>> figure = importance_curves_figure([0, 10], {"a": [1.0, 2.0], "b": [3.0, 1.0], "c": [0.1, 0.2]}, "ig", 2)
+        >>> [line.get_label() for line in figure.axes[0].get_lines()]
+        ['a', 'b']
+    """
+    top_k = max(1, min(top_k, len(_COLOURS)))
+    order = sorted(history, key=lambda name: -history[name][-1])[:top_k]
+    figure = Figure(figsize=(6.4, 3.6), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    for colour, name in zip(_COLOURS, order, strict=False):
+        axes.plot(steps, history[name], color=colour, label=name, linewidth=1.8, marker="o" if len(steps) < 12 else "")
+    axes.set_title(f"{title}: top {len(order)} features over evaluations (mean |attribution|)", fontsize=11)
+    axes.set_xlabel("step", fontsize=10)
+    axes.tick_params(labelsize=10)
+    axes.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return figure

@@ -12,7 +12,7 @@ An index line (``FORMAT_VERSION`` 1) holds::
 
     {"format": 1, "evaluation": n, "step": global_step, "epoch": e, "wall_time": seconds,
      "file": "eval_000003.f16", "bytes": size of that file,
-     "kind": "image" | "table" | "tokens",
+     "kind": "image" | "table" | "tokens" | "unsupported",
      "probe": {"size": B, "file": "probe_<digest>.u8" | null, "shape": [B, h, w, 3] | null,
                "labels": [label text per sample], "classes": [int per sample] | null,
                "features": [names] | null, "tokens": [[token texts per sample]] | null},
@@ -20,7 +20,17 @@ An index line (``FORMAT_VERSION`` 1) holds::
      "maps": [{"tag": "ig", "signed": true, "shape": [B, h, w] or [B, F] or [B, T],
                "offset": byte offset in the file, "scale": [float per sample]}],
      "scores": {"ig": {"deletion_auc": 0.21, ...}},      # the probe means the monitor logged this evaluation
-     "curves": {"ig": {"deletion": [...], "insertion": [...]}}}
+     "samples": {"ig": {"deletion_auc": [float | null per sample], ..., "stability": [...]}},
+     "baselines": {"baseline_random": {"deletion_auc": 0.4, ...}, "baseline_edges": {...}},   # probe means
+     "curves": {"ig": {"deletion": [...], "insertion": [...]}},   # probe-mean curves
+     "message": "why the tab shows no maps" (only with kind "unsupported")}
+
+Floats are written to 6 significant digits; ``null`` stands for a score undefined for a sample (NaN). ``samples``
+are each sample's own scores, whose means are ``scores``; ``baselines`` are the reference maps' scores of
+``AttributionMonitor(baselines=True)``. Kinds: images ``[B, C, H, W]``; tables ``[B, F]``, also several table
+inputs concatenated (columns named ``<input>/<column>``); ``tokens`` for token ids ``[B, T]`` and float sequences
+``[B, T, D]`` (one score per position, summed over ``D``, named by position). Other inputs (e.g. an image with a
+table) get ``"unsupported"``, no maps and a ``message`` the tab shows.
 
 A map's stored values are the attributions divided by that sample's ``scale``: the 99th percentile of ``|a|``
 (of ``max(a, 0)`` for magnitudes, the rule of the heatmap grids), so that fp16 keeps small attributions and the
@@ -29,8 +39,9 @@ are summed over channels (absolute values for magnitudes) and area-downsampled s
 ``MAX_SIDE``; they are drawn at the input's size.
 
 Bytes per evaluation: ``2 × explainers × B × h × w`` for the maps plus an index line of a few kB, e.g. 4
-explainers × 16 samples × 32² → 131,072 B of maps and a 3.7 kB line (two metrics, deletion curves); at the 128²
-cap the maps take 2.1 MB. The inputs are written once per probe (``3 × B × h × w`` bytes).
+explainers × 16 samples × 32² → 131,072 B of maps and an index line of 4.3 kB (benchmarks/xai_tab.py: two metrics
+and stability per sample, deletion curves); at the 128² cap the maps take 2.1 MB. The inputs are written once per
+probe (``3 × B × h × w`` bytes).
 
 Each run also gets one tensor summary per evaluation (tag ``lightning_xai/evaluation``, ``data_class`` tensor,
 ``plugin_data.content`` = the index line's ``{"format", "evaluation", "file"}``), so that TensorBoard's data

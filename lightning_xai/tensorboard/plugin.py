@@ -9,6 +9,8 @@ Routes, under ``/data/plugin/lightning_xai/``:
 
 * ``/index.js`` and ``/static/<file>``: the frontend (ES modules, no build step);
 * ``/runs``: ``[{"run": name, "evaluations": count}]``;
+* ``/overview``: ``{"runs": <as /runs>, "run": R, "records": <as /evaluations of R>}`` for the first run (or
+  ``?run=R``): what the tab needs to open, in one request;
 * ``/evaluations?run=R``: the run's index lines (``format.py``), in order;
 * ``/data?run=R&file=F``: one side file's bytes (an evaluation's fp16 maps or the probe's uint8 pixels).
 """
@@ -28,7 +30,7 @@ from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
-from lightning_xai.tensorboard.format import PLUGIN_NAME, read_index, side_dir
+from lightning_xai.tensorboard.format import INDEX, PLUGIN_NAME, read_index, side_dir
 
 __all__ = ["XaiTabLoader", "XaiTabPlugin"]
 
@@ -51,6 +53,7 @@ class XaiTabPlugin(base_plugin.TBPlugin):
         self._provider = context.data_provider
         self._logdir = context.logdir or ""
         self._known: dict[tuple[str, str], Path] = {}  # (experiment, run) → folder, of runs the provider listed
+        self._indices: dict[Path, tuple[tuple[int, ...], list[dict[str, Any]], str]] = {}
 
     def get_plugin_apps(self) -> dict[str, Any]:
         """The routes (see the module docstring)."""
@@ -58,6 +61,7 @@ class XaiTabPlugin(base_plugin.TBPlugin):
             "/index.js": self._serve_index,
             "/static/*": self._serve_static,
             "/runs": self._serve_runs,
+            "/overview": self._serve_overview,
             "/evaluations": self._serve_evaluations,
             "/data": self._serve_data,
         }
@@ -96,6 +100,26 @@ class XaiTabPlugin(base_plugin.TBPlugin):
             return self._known[(experiment, run)]
         return self._run_dirs(plugin_util.context(environ), experiment).get(run)
 
+    def _records(self, folder: Path) -> tuple[list[dict[str, Any]], str]:
+        """A folder's index lines and their JSON, read again only when the index or the folder's files changed.
+
+        The key holds the names of the folder's files, since :func:`read_index` leaves out evaluations whose data
+        file is missing (listing a folder of a thousand files takes well under a millisecond).
+        """
+        try:
+            index = (folder / INDEX).stat()
+            key: tuple[int, ...] | None = (index.st_size, index.st_mtime_ns, hash(frozenset(os.listdir(folder))))
+        except OSError:
+            key = None
+        cached = self._indices.get(folder)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1], cached[2]
+        records = read_index(folder)
+        body = json.dumps(records, separators=(",", ":"))
+        if key is not None:
+            self._indices[folder] = (key, records, body)
+        return records, body
+
     @wrappers.Request.application
     def _serve_index(self, request: wrappers.Request) -> wrappers.Response:
         return http_util.Respond(request, (STATIC / "index.js").read_bytes(), "text/javascript")
@@ -112,16 +136,27 @@ class XaiTabPlugin(base_plugin.TBPlugin):
     def _serve_runs(self, request: wrappers.Request) -> wrappers.Response:
         environ = request.environ
         folders = self._run_dirs(plugin_util.context(environ), plugin_util.experiment_id(environ))
-        runs = [{"run": run, "evaluations": len(read_index(folder))} for run, folder in sorted(folders.items())]
+        runs = [{"run": run, "evaluations": len(self._records(folder)[0])} for run, folder in sorted(folders.items())]
         return http_util.Respond(request, runs, "application/json")
+
+    @wrappers.Request.application
+    def _serve_overview(self, request: wrappers.Request) -> wrappers.Response:
+        environ = request.environ
+        folders = self._run_dirs(plugin_util.context(environ), plugin_util.experiment_id(environ))
+        indices = {run: self._records(folder) for run, folder in sorted(folders.items())}
+        runs = [{"run": run, "evaluations": len(records)} for run, (records, _) in indices.items()]
+        wanted = request.args.get("run")
+        run = wanted if wanted in indices else next(iter(indices), None)
+        head = json.dumps({"runs": runs, "run": run}, separators=(",", ":"))
+        body = f'{head[:-1]},"records":{indices[run][1] if run is not None else "[]"}}}'
+        return http_util.Respond(request, body, "application/json")
 
     @wrappers.Request.application
     def _serve_evaluations(self, request: wrappers.Request) -> wrappers.Response:
         folder = self._folder(request, cached=True)
         if folder is None:
             return http_util.Respond(request, {"error": "unknown run"}, "application/json", code=404)
-        body = json.dumps(read_index(folder), separators=(",", ":"))
-        return http_util.Respond(request, body, "application/json")
+        return http_util.Respond(request, self._records(folder)[1], "application/json")
 
     @wrappers.Request.application
     def _serve_data(self, request: wrappers.Request) -> wrappers.Response:

@@ -15,7 +15,8 @@ function el(name, attributes = {}, parent = null) {
 }
 
 /**
- * Lines over evaluations. series: [{name, values: [number|null per evaluation], color}]; x: the steps.
+ * Lines over evaluations. series: [{name, values: [number|null per evaluation], color, dash?}]; x: the steps.
+ * A series with ``dash`` (an SVG dash pattern) is a reference (a baseline map's score), drawn dashed.
  * marker: the index of the evaluation shown. Returns an <svg> with a title, axes labels and a legend.
  */
 export function lineChart({ title, x, series, marker, width = 360, height = 180 }) {
@@ -52,13 +53,16 @@ export function lineChart({ title, x, series, marker, width = 360, height = 180 
     const points = s.values
       .map((v, i) => (v === null || !Number.isFinite(v) ? null : `${px(x[i]).toFixed(1)},${py(v).toFixed(1)}`))
       .filter((p) => p !== null);
-    el("polyline", { points: points.join(" "), fill: "none", stroke: s.color, "stroke-width": 2 }, svg);
+    const line = { points: points.join(" "), fill: "none", stroke: s.color, "stroke-width": 2 };
+    if (s.dash) Object.assign(line, { "stroke-dasharray": s.dash, class: "baseline", "data-name": s.name });
+    el("polyline", line, svg);
     if (marker !== null && marker !== undefined && Number.isFinite(s.values[marker])) {
       el("circle", { cx: px(x[marker]), cy: py(s.values[marker]), r: 3.5, fill: s.color }, svg);
     }
     const lx = pad.left + (k % 3) * 105;
     const ly = height + 4 + 18 * Math.floor(k / 3);
-    el("rect", { x: lx, y: ly, width: 10, height: 10, fill: s.color }, svg);
+    if (s.dash) el("line", { x1: lx, x2: lx + 10, y1: ly + 5, y2: ly + 5, stroke: s.color, "stroke-width": 2, "stroke-dasharray": "3 2" }, svg);
+    else el("rect", { x: lx, y: ly, width: 10, height: 10, fill: s.color }, svg);
     el("text", { x: lx + 14, y: ly + 9, class: "legend" }, svg).textContent = s.name;
   });
   return svg;

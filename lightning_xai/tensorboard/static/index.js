@@ -2,8 +2,16 @@
 // and scores. A plain ES module loaded by TensorBoard in an iframe whose base URL is the plugin's route prefix, so
 // fetch("./runs") reaches the backend. No build step and nothing from outside the package.
 
-import { DIVERGING, SEQUENTIAL, decodeHalf, fmt, lutIndex } from "./static/colormap.js";
-import { PALETTE, barChart, lineChart } from "./static/charts.js";
+// What the tab needs to open is requested as soon as this module runs, while its two helper modules load: the
+// runs and the first run's evaluations in one request, the style sheet, and the helpers (dynamic imports of our own
+// files, so that they are fetched beside the data, not before it).
+const overview = fetch("./overview").then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))));
+overview.catch(() => null); // reported by render()
+const helpers = Promise.all([import("./static/colormap.js"), import("./static/charts.js"), import("./static/scores.js")]);
+helpers.catch(() => null);
+document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href: "./static/style.css" }));
+
+let DIVERGING, SEQUENTIAL, decodeHalf, fmt, lutIndex, PALETTE, barChart, lineChart, sampleScoreCharts, probeScoreCharts;
 
 const SIZE = 176; // displayed side of the sample's pictures, in CSS pixels
 const THUMB = 72;
@@ -88,9 +96,13 @@ function canvas(width, height, attributes = {}) {
   return c;
 }
 
+const scratch = new Map(); // w×h → a canvas to put pixels on before they are enlarged (reused by every paint)
+
 /** Paint an RGBA buffer of w×h onto a display canvas, enlarged without smoothing. */
 function paint(target, rgba, w, hgt) {
-  const source = canvas(w, hgt);
+  const size = `${w}x${hgt}`;
+  if (!scratch.has(size)) scratch.set(size, canvas(w, hgt));
+  const source = scratch.get(size);
   source.getContext("2d").putImageData(new ImageData(rgba, w, hgt), 0, 0);
   const context = target.getContext("2d");
   context.imageSmoothingEnabled = false;
@@ -170,8 +182,6 @@ function colourBar(signed, scale) {
 // ---- layout ----
 
 function skeleton() {
-  const style = h("link", { rel: "stylesheet", href: "./static/style.css" });
-  document.head.append(style);
   document.body.append(
     h("div", { id: "xai" },
       h("header", {},
@@ -188,6 +198,8 @@ function skeleton() {
         h("section", { id: "sample" }, h("h2", { id: "sample-title" }), h("div", { id: "explainers" }))),
       h("section", { id: "compare" }, h("h2", {}, "Compare"), h("div", { id: "compare-controls" }),
         h("div", { id: "compare-view" })),
+      h("section", { id: "sample-scores" }, h("h2", { id: "sample-scores-title" }, "This sample's scores"),
+        h("div", { id: "sample-score-charts" })),
       h("section", { id: "scores" }, h("h2", {}, "Scores over evaluations (means over the probe)"),
         h("div", { id: "score-charts" }))),
   );  // prettier-ignore
@@ -204,21 +216,27 @@ function skeleton() {
 }
 
 export async function render() {
-  skeleton();
+  document.body.dataset.moduleStartMs = String(performance.now());
+  let first;
   try {
-    state.runs = await getJson("./runs");
+    [[{ DIVERGING, SEQUENTIAL, decodeHalf, fmt, lutIndex }, { PALETTE, barChart, lineChart }, { sampleScoreCharts, probeScoreCharts }], first] =
+      await Promise.all([helpers, overview.catch((err) => ({ error: err }))]);
   } catch (err) {
-    return notice(`Could not list runs: ${err.message}`, true);
+    document.body.textContent = `The XAI tab could not load its modules: ${err.message}`;
+    return;
   }
+  skeleton();
+  if (first.error) return notice(`Could not list runs: ${first.error.message}`, true);
+  state.runs = first.runs;
   if (!state.runs.length) {
     return notice("No run holds XAI-tab data yet. Train with lightning_xai's AttributionMonitor and a TensorBoardLogger.");
   }
   for (const run of state.runs) $("run").append(h("option", { value: run.run }, `${run.run} (${run.evaluations})`));
-  await selectRun(state.runs[0].run);
+  await selectRun(first.run, false, first.records);
 }
 
-function selectRun(run, keep = false) {
-  return loadRun(run, keep).catch((err) => notice(`Could not read run ${run}: ${err.message}`, true));
+function selectRun(run, keep = false, records = null) {
+  return loadRun(run, keep, records).catch((err) => notice(`Could not read run ${run}: ${err.message}`, true));
 }
 
 function notice(text, error = false) {
@@ -226,10 +244,11 @@ function notice(text, error = false) {
   $("notice").className = error ? "error" : "";
 }
 
-async function loadRun(run, keep) {
+async function loadRun(run, keep, records = null) {
   const atEnd = state.index >= state.records.length - 1;
   state.run = run;
-  state.records = await getJson(`./evaluations?${new URLSearchParams({ run })}`);
+  state.records = records || (await getJson(`./evaluations?${new URLSearchParams({ run })}`));
+  $("run").value = run;
   const n = state.records.length;
   const slider = $("evaluation");
   slider.max = String(Math.max(0, n - 1));
@@ -240,6 +259,7 @@ async function loadRun(run, keep) {
   const expected = n ? state.records[n - 1].evaluation + 1 : 0;
   const missing = expected - n;
   if (!n) notice("This run has no complete evaluation yet.");
+  else if (state.records[n - 1].message) notice(state.records[n - 1].message, true);
   else if (missing > 0) notice(`${missing} of ${expected} evaluations of this run have no data (their files are missing).`, true);
   else notice(`${n} evaluation${n === 1 ? "" : "s"}, every one kept.`);
   const tags = n ? state.records[n - 1].maps.map((m) => m.tag) : [];
@@ -266,22 +286,47 @@ function draw() {
   return drawNow().catch((err) => notice(`Could not draw this evaluation: ${err.message}`, true));
 }
 
+/** Lets the browser paint what is drawn so far before the rest is drawn. */
+const nextFrame = () => new Promise((resolve) => setTimeout(resolve, 0));
+
 async function drawNow() {
   const token = ++state.drawn;
   const record = state.records[state.index];
   if (!record) return;
   const start = performance.now();
-  const [maps, pixels] = await Promise.all([loadMaps(record), loadProbe(record)]);
-  if (token !== state.drawn) return; // a newer draw was requested meanwhile
   $("evaluation-label").textContent =
     `${state.index + 1} / ${state.records.length} · step ${record.step} · epoch ${record.epoch}`;
+  if (record.kind === "unsupported") return drawUnsupported(record, start);
+  const [maps, pixels] = await Promise.all([loadMaps(record), loadProbe(record)]);
+  if (token !== state.drawn) return; // a newer draw was requested meanwhile
   drawGrid(record, pixels);
   drawSample(record, maps, pixels);
+  const body = document.body.dataset;
+  body.drawn = String(record.evaluation); // the probe grid and this sample's maps are on screen
+  body.drawMs = String(performance.now() - start);
+  if (!body.firstDrawnMs) body.firstDrawnMs = String(performance.now()); // since the tab's iframe started
+  await nextFrame(); // charts and comparisons after the maps are painted
+  if (token !== state.drawn) return;
   drawCompare(record, maps, token);
+  drawSampleScores(record);
   drawScores(record);
-  document.body.dataset.drawn = String(record.evaluation);
-  document.body.dataset.drawMs = String(performance.now() - start);
+  body.complete = String(record.evaluation);
+  body.completeMs = String(performance.now() - start);
   prefetchAround(token);
+}
+
+function drawUnsupported(record, start) {
+  notice(record.message || "The XAI tab cannot show this run's inputs.", true);
+  $("grid").replaceChildren();
+  $("grid").dataset.key = "";
+  $("sample-title").textContent = "";
+  $("explainers").replaceChildren(h("p", { class: "muted" }, record.message || ""));
+  $("explainers").dataset.key = "";
+  for (const id of ["compare-controls", "compare-view", "sample-score-charts"]) $(id).replaceChildren();
+  drawScores(record);
+  const body = document.body.dataset;
+  body.drawn = body.complete = String(record.evaluation);
+  body.drawMs = body.completeMs = String(performance.now() - start);
 }
 
 /** Fetch the evaluations next to the shown one, nearest first, one at a time, while the slider rests. */
@@ -341,27 +386,40 @@ function drawSample(record, maps, pixels) {
   const [label, pred] = caption(record, i);
   $("sample-title").textContent = `Sample ${i}: ${label}${pred ? `, ${pred}` : ""}${isWrong(record, i) ? " (wrong)" : ""}`;
   const box = $("explainers");
-  box.replaceChildren();
-  if (record.kind === "table") return drawTableSample(record, maps, box);
-  if (record.kind === "tokens") return drawTokenSample(record, maps, box);
+  if (record.kind === "table") return (box.replaceChildren(), (box.dataset.key = ""), drawTableSample(record, maps, box));
+  if (record.kind === "tokens") return (box.replaceChildren(), (box.dataset.key = ""), drawTokenSample(record, maps, box));
   const [, ih, iw] = record.probe.shape;
-  const input = inputRGBA(pixels, record.probe.shape, i);
   const height = Math.round((SIZE * ih) / iw);
-  const header = h("div", { class: "row header" }, h("span", {}, "explainer"), h("span", {}, "input"),
-    h("span", {}, "heatmap"), h("span", {}, "overlay"), h("span", {}, "range"));  // prettier-ignore
-  box.append(header);
-  for (const m of record.maps) {
+  // the rows (and the input pictures) stay while the slider moves: only the maps and their ranges are repainted
+  const key = [state.run, record.probe.file, i, ...record.maps.map((m) => `${m.tag}:${m.shape}:${m.signed}`)].join("\n");
+  const input = box.dataset.key === key ? state.input : inputRGBA(pixels, record.probe.shape, i);
+  if (box.dataset.key !== key) {
+    box.replaceChildren(h("div", { class: "row header" }, h("span", {}, "explainer"), h("span", {}, "input"),
+      h("span", {}, "heatmap"), h("span", {}, "overlay"), h("span", {}, "range")));  // prettier-ignore
+    for (const m of record.maps) {
+      const inputCanvas = canvas(SIZE, height, { class: "input" });
+      paint(inputCanvas, input, iw, ih);
+      const name = h("div", { class: "name" }, h("b", {}, m.tag), h("div", { class: "muted" }, m.signed ? "signed" : "magnitude"));
+      const heat = canvas(SIZE, height, { class: "heatmap", "data-tag": m.tag });
+      const over = canvas(SIZE, height, { class: "overlay", "data-tag": m.tag });
+      box.append(h("div", { class: "row", "data-tag": m.tag }, name, inputCanvas, heat, over, h("div", { class: "range" })));
+    }
+    box.dataset.key = key;
+    state.input = input;
+  }
+  const rows = box.querySelectorAll(".row[data-tag]");
+  record.maps.forEach((m, k) => {
     const [, mh, mw] = m.shape;
     const values = sampleValues(maps[m.tag], m.shape, i);
-    const inputCanvas = canvas(SIZE, height, { class: "input" });
-    paint(inputCanvas, input, iw, ih);
-    const heat = canvas(SIZE, height, { class: "heatmap", "data-tag": m.tag });
-    paint(heat, heatRGBA(values, m.signed), mw, mh);
-    const over = canvas(SIZE, height, { class: "overlay", "data-tag": m.tag });
-    paint(over, overlayRGBA(input, ih, iw, values, mh, mw, m.signed, state.opacity), iw, ih);
-    const name = h("div", { class: "name" }, h("b", {}, m.tag), h("div", { class: "muted" }, m.signed ? "signed" : "magnitude"));
-    box.append(h("div", { class: "row" }, name, inputCanvas, heat, over, colourBar(m.signed, m.scale[i])));
-  }
+    const row = rows[k];
+    paint(row.querySelector("canvas.heatmap"), heatRGBA(values, m.signed), mw, mh);
+    paint(row.querySelector("canvas.overlay"), overlayRGBA(input, ih, iw, values, mh, mw, m.signed, state.opacity), iw, ih);
+    const range = row.querySelector(".range");
+    if (range.dataset.scale !== String(m.scale[i])) {
+      range.replaceChildren(colourBar(m.signed, m.scale[i]));
+      range.dataset.scale = String(m.scale[i]);
+    }
+  });
 }
 
 function drawTableSample(record, maps, box) {
@@ -502,27 +560,16 @@ async function drawCompare(record, maps, token) {
   }
 }
 
+function drawSampleScores(record) {
+  const i = state.sample;
+  $("sample-scores-title").textContent = `Sample ${i}: its scores over evaluations`;
+  const charts = sampleScoreCharts(state.records, record, state.index, i);
+  const empty = "No per-sample scores were logged (pass metrics=[...]; stability needs two evaluations).";
+  $("sample-score-charts").replaceChildren(...(charts.length ? charts : [h("p", { class: "muted" }, empty)]));
+}
+
 function drawScores(record) {
-  const box = $("score-charts");
-  box.replaceChildren();
-  const x = state.records.map((r) => r.step);
-  const tags = record.maps.map((m) => m.tag);
-  const metrics = [...new Set(state.records.flatMap((r) => Object.values(r.scores).flatMap(Object.keys)))].sort();
-  for (const metric of metrics) {
-    const series = tags.map((tag, k) => ({
-      name: tag,
-      color: PALETTE[k % PALETTE.length],
-      values: state.records.map((r) => (r.scores[tag] && metric in r.scores[tag] ? r.scores[tag][metric] : null)),
-    }));
-    box.append(lineChart({ title: metric, x, series, marker: state.index }));
-  }
-  for (const kind of ["deletion", "insertion"]) {
-    const series = tags
-      .filter((tag) => record.curves[tag] && record.curves[tag][kind])
-      .map((tag, k) => ({ name: tag, color: PALETTE[k % PALETTE.length], values: record.curves[tag][kind] }));
-    if (!series.length) continue;
-    const steps = series[0].values.map((_, j) => j);
-    box.append(lineChart({ title: `${kind} curve at this evaluation (x: removal step)`, x: steps, series, marker: null }));
-  }
-  if (!box.children.length) box.append(h("p", { class: "muted" }, "No scores were logged (pass metrics=[...])."));
+  const charts = probeScoreCharts(state.records, record, state.index);
+  const empty = "No scores were logged (pass metrics=[...]).";
+  $("score-charts").replaceChildren(...(charts.length ? charts : [h("p", { class: "muted" }, empty)]));
 }
