@@ -80,9 +80,9 @@ def custom_scalars_layout(
 
     Charts are keyed to the run that writes the layout: given ``logged`` (the scalar tags the callback has logged),
     a chart none of whose expressions matches one of them is left out, except the loss chart (the module's tags
-    cannot be read on one rank without a collective, and every training run logs a loss). TensorBoard merges the layouts of all runs
-    into one page, so a chart must come from a run that fills it, or it would stay empty (a run without tables,
-    without losses, or an explainer another run does not have). Given ``top_features`` (tag → the full scalar
+    cannot be read on one rank without a collective, and every training run logs a loss). TensorBoard merges the
+    layouts of all runs into one page, so a chart must come from a run that fills it, or it would stay empty (a run
+    without tables, or an explainer another run does not have). Given ``top_features`` (tag → the full scalar
     tags of its top features), a feature chart lists only those (the top-k, not every column).
 
     Example:
