@@ -3,13 +3,16 @@
 Digits (16x16) with 10 % of the training labels flipped by a private generator (NoisyDigitsDataModule), the demo
 SmallCNN (Adam, lr 0.01), batch 64, ``--epochs`` epochs, one process, ``torch.set_num_threads(--threads)``:
   * plain        the fit without callbacks (it also keeps each epoch's weights in memory for Captum)
-  * ours         the same fit with InfluenceMonitor at its defaults (every step, 16 probe samples, every Linear
-                 and Conv layer): training is bit-identical, so the flips and the checkpoints are the same
+  * ours         the same fit with InfluenceMonitor at its defaults (self-influence at every step from the training
+                 step's own gradients, influence on the 16 probe samples at every 4th step, every Linear and Conv
+                 layer), then with every_n_steps=4 and with probe_every=1: training is bit-identical, so the flips
+                 and the checkpoints are the same
   * TracInCP     Captum's self_influence on the checkpoints of every epoch (same layers, same loss, same rate)
   * TracInCPFast Captum's last-layer variant on the same checkpoints
   * loss         the per-sample loss of the final model (the simplest baseline)
 Detection is the share of flipped samples among the 10 % of training samples with the highest score. Fit times are
-the median over ``--repeats`` interleaved pairs; the overhead is ours / plain.
+the median over ``--repeats`` interleaved runs, in wall-clock and process CPU seconds (CPU time is the less noisy of
+the two on a shared machine); the overhead is ours / plain. The load average is printed before and after.
 
     python benchmarks/influence.py [--epochs 10] [--repeats 3] [--threads 1]
 """
@@ -17,6 +20,7 @@ the median over ``--repeats`` interleaved pairs; the overhead is ours / plain.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -34,6 +38,7 @@ from lightning_xai.demo import NoisyDigitsDataModule, SmallCNN
 from lightning_xai.influence import resolve_layers
 
 LR, BATCH = 0.01, 64
+VARIANTS = {"defaults": {}, "every_n_steps=4": {"every_n_steps": 4}, "probe_every=1": {"probe_every": 1}}
 
 
 class EpochWeights(Callback):
@@ -52,16 +57,17 @@ def data() -> NoisyDigitsDataModule:
     return module
 
 
-def fit(callbacks: list[Callback], epochs: int) -> tuple[float, SmallCNN]:
+def fit(callbacks: list[Callback], epochs: int) -> tuple[tuple[float, float], SmallCNN]:
+    """``((wall s, CPU s), model)`` of one seeded fit."""
     pl.seed_everything(0, verbose=False)
     model, datamodule = SmallCNN(in_channels=1, num_classes=10, width=16, lr=LR), data()
     trainer = pl.Trainer(
         max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
     )  # fmt: skip
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     trainer.fit(model, datamodule=datamodule)
-    return time.perf_counter() - start, model
+    return (time.perf_counter() - start, time.process_time() - cpu), model
 
 
 def detection(scores: torch.Tensor, flipped: torch.Tensor, fraction: float = 0.1) -> float:
@@ -104,40 +110,45 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--every", type=int, nargs="+", default=[1, 4], help="every_n_steps values to run")
+    parser.add_argument("--only-default", action="store_true", help="run the monitor at its defaults only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    plain_times, ours_times = [], {every: [] for every in args.every}
+    variants = {"defaults": {}} if args.only_default else VARIANTS
+    load = os.getloadavg()
+    plain_times, ours_times = [], {name: [] for name in variants}
     monitors = {}
     for _ in range(args.repeats):
         keeper = EpochWeights()
         seconds, plain_model = fit([keeper], args.epochs)
         plain_times.append(seconds)
-        for every in args.every:
-            monitors[every] = InfluenceMonitor(every_n_steps=every)
-            seconds, ours_model = fit([monitors[every]], args.epochs)
-            ours_times[every].append(seconds)
-            for (name, a), b in zip(plain_model.state_dict().items(), ours_model.state_dict().values(), strict=True):
-                assert torch.equal(a, b), f"training differs with the monitor at {name}"
+        for name, options in variants.items():
+            monitors[name] = InfluenceMonitor(**options)
+            seconds, ours_model = fit([monitors[name]], args.epochs)
+            ours_times[name].append(seconds)
+            assert not monitors[name]._no_capture, monitors[name]._no_capture
+            for (key, a), b in zip(plain_model.state_dict().items(), ours_model.state_dict().values(), strict=True):
+                assert torch.equal(a, b), f"training differs with the monitor at {key}"
     module = data()
     images, labels = module.train_set.dataset.tensors  # the noisy labels the model trained on
     flipped = module.flipped
-    rows = {f"ours (online, every_n_steps={every})": (m.self_influence.cpu(), None) for every, m in monitors.items()}
+    rows = {f"ours (online, {name})": (m.self_influence.cpu(), None) for name, m in monitors.items()}
     rows.update(captum_scores(plain_model, keeper.states, images, labels))
     with torch.no_grad():
         losses = F.cross_entropy(plain_model.eval()(images), labels, reduction="none")
     rows["loss at the last epoch"] = (losses, None)
-    plain = statistics.median(plain_times)
+    plain, plain_cpu = (statistics.median(t[k] for t in plain_times) for k in (0, 1))
     print(f"digits 16x16, {len(labels)} training samples, {flipped.numel()} flipped (10 %), SmallCNN, "
-          f"{args.epochs} epochs, batch {BATCH}, {args.threads} thread(s), {args.repeats} repeats")  # fmt: skip
+          f"{args.epochs} epochs, batch {BATCH}, {args.threads} thread(s), {args.repeats} repeats; load average "
+          f"{load[0]:.2f} before, {os.getloadavg()[0]:.2f} after")  # fmt: skip
     print(f"{'method':<36} {'detection@10%':>14} {'post-hoc s':>11}")
     for name, (scores, seconds) in rows.items():
         extra = f"{seconds:11.2f}" if seconds is not None else f"{'-':>11}"
         print(f"{name:<36} {detection(scores, flipped):14.3f} {extra}")
-    print(f"plain fit {plain:.2f} s (median)")
-    for every, times in ours_times.items():
-        ours = statistics.median(times)
-        print(f"with InfluenceMonitor(every_n_steps={every}) {ours:.2f} s: overhead {ours / plain:.3f}x")
+    print(f"plain fit {plain:.2f} s wall, {plain_cpu:.2f} s CPU (medians)")
+    for name, times in ours_times.items():
+        ours, ours_cpu = (statistics.median(t[k] for t in times) for k in (0, 1))
+        print(f"with InfluenceMonitor ({name}) {ours:.2f} s wall, {ours_cpu:.2f} s CPU: overhead {ours / plain:.3f}x "
+              f"wall, {ours_cpu / plain_cpu:.3f}x CPU")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -195,3 +195,29 @@ def test_conv_ghost_products_over_few_positions_equal_vmap_grad():
     assert recorded["2"].dense is None and recorded["2"].inputs.shape[2] == 2  # two positions, ghost products
     assert recorded["0"].dense is not None  # twelve positions of 19 x 16: per-sample gradients are cheaper
     check(model, None, x, data((2, 3, 4), 3, 3, 2))
+
+
+def test_conv_per_sample_gradients_from_patches_and_from_grouped_calls_equal_vmap_grad():
+    torch.manual_seed(0)
+
+    class Convs(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.small = nn.Conv2d(2, 8, 3, padding=1, stride=2)  # 18 weights per output channel: patches
+            self.large = nn.Conv2d(8, 6, 3, padding=1, groups=2, dilation=2)  # 36: patches, grouped
+            self.wide = nn.Conv2d(6, 4, 4, padding=2)  # 96: one grouped weight-gradient call
+            self.seq = nn.Conv1d(4, 3, 5, padding=2, padding_mode="replicate")  # 20: patches, 1-d
+            self.head = nn.Linear(3, 2)
+
+        def forward(self, x):
+            h = self.wide(self.large(self.small(x).tanh()).tanh()).tanh()  # [N, 4, 5, 5]
+            return self.head(self.seq(h.flatten(2)).tanh().mean(2))
+
+    model = Convs()
+    x = data((2, 9, 9), 2, 5, 1)
+    recorded = gradient_features(model, resolve_layers(model), x[0], x[1])
+    assert all(f.dense is not None for name, f in recorded.items() if name != "head")  # many positions: dense
+    from lightning_xai.influence.ghost import _SMALL_PATCH
+
+    assert model.large.weight[0].numel() <= _SMALL_PATCH < model.wide.weight[0].numel()
+    check(model, None, x, data((2, 9, 9), 2, 3, 2))

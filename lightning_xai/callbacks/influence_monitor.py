@@ -16,17 +16,33 @@ from typing_extensions import override
 
 from lightning_xai.attribution._hygiene import explanation_mode, gradient_scope
 from lightning_xai.attribution._model import as_tuple, logits_of
+from lightning_xai.callbacks._influence_capture import CaptureError, StepCapture
 from lightning_xai.callbacks._influence_logs import Pictures
-from lightning_xai.callbacks._influence_state import Accumulators, read_indices
+from lightning_xai.callbacks._influence_passes import (
+    dataset_length,
+    norm_state,
+    optimizer_groups,
+    read_training_batch,
+    read_validation,
+    sample_fetcher,
+    saved_norm_state,
+    separate_features,
+)
+from lightning_xai.callbacks._influence_state import Accumulators
 from lightning_xai.callbacks._loggers import media_loggers, write_visuals
 from lightning_xai.callbacks._probe import Probe, ProbeCollector, class_vector, draw_probe
 from lightning_xai.callbacks.batch import BatchFn, BatchSpec, ForwardFn, Key
-from lightning_xai.influence import Features, LossFn, gradient_features, per_sample_cross_entropy, tracin_step
+from lightning_xai.influence import Features, LossFn, per_sample_cross_entropy, tracin_step
 from lightning_xai.influence.layers import resolve_layers
 
 __all__ = ["InfluenceMonitor"]
 
 _PROBE_SAMPLES_READ = 8  # before training, validation batches are read until this many times num_probe samples
+_MODES = ("train", "eval")
+_NO_CAPTURE = (
+    "InfluenceMonitor cannot use the training step's own gradients ({}); from now on it passes each batch again in "
+    "eval mode (slower), as with mode='eval'"
+)
 
 
 class InfluenceMonitor(Callback):
@@ -36,15 +52,17 @@ class InfluenceMonitor(Callback):
     sample ``z`` on probe sample ``z'`` is ``sum_t eta_t <grad l(w_t, z), grad l(w_t, z')>`` over the steps ``t``
     whose batch held ``z``, and the self-influence ``sum_t eta_t ||grad l(w_t, z)||^2`` ranks the samples the model
     struggles to fit, often mislabelled ones. The paper calls this every-step form ideal but impractical post hoc;
-    with a probe fixed before training it costs one extra forward and backward pass (to the layers' outputs only)
-    per computed step. Captum's counterpart, ``TracInCP``, computes the same sums afterwards from saved checkpoints.
+    with a probe fixed before training it is not. Captum's counterpart, ``TracInCP``, computes the same sums
+    afterwards from saved checkpoints.
 
-    Every ``every_n_steps`` optimizer steps, at the start of each training batch (with the weights ``w_t`` the
-    optimizer step of that batch starts from), the batch and the probe are passed through the model once more and
-    the inner products of their per-sample gradients are taken on ``layers`` without forming per-sample gradients
-    (ghost products, :mod:`lightning_xai.influence.ghost`; exact ``torch.func`` per-sample gradients for layers
-    other than Linear/Conv). The sums are kept per training-sample index, which the batches must carry: by default
-    the last element of tuple batches and the ``"index"`` entry of dict batches, as
+    **Schedule.** Every ``every_n_steps`` optimizer steps, with the weights ``w_t`` (and normalisation statistics)
+    that step starts from, the self-influence of every sample of the batch; at every ``probe_every``-th of those
+    steps also the influence on the probe, which costs a forward and backward pass of the probe (the sums on the
+    probe then cover those steps only; ``probe_every=1``: every computed step). The inner products are taken on
+    ``layers`` without forming per-sample gradients where a layer allows (ghost products,
+    :mod:`lightning_xai.influence.ghost`; exact ``torch.func`` per-sample gradients for layers other than
+    Linear/Conv). The sums are kept per training-sample index, which the batches must carry: by default the last
+    element of tuple batches and the ``"index"`` entry of dict batches, as
     :class:`~lightning_xai.influence.IndexedDataset` puts them (``index_key`` otherwise).
 
     **Learning rate and Adam.** ``eta_t`` is each layer's ``lr`` in its optimizer parameter group at that step
@@ -55,11 +73,20 @@ class InfluenceMonitor(Callback):
     not included (it scales every score alike). With gradient accumulation every batch of a window is computed with
     the window's weights (they do not change within it) and rate.
 
-    **Mode.** The gradients are taken in eval mode, with the training flag of every module, ``requires_grad``,
-    ``.grad``, normalisation statistics and the RNG restored afterwards: training is bit-identical with or without
-    the callback. Eval mode because in train mode dropout would make the products random (and draw from the RNG)
-    and BatchNorm would mix the samples of a batch, so a sample's loss gradient would not be its own; the price is
-    that the gradients are those of the deterministic network, not of the exact noisy pass the optimizer saw.
+    **Mode.** ``mode="train"`` (default): a training sample's gradient is the one of the training step itself, in
+    the module's own mode: hooks record the chosen layers' inputs and output gradients during the step's forward
+    and ``loss.backward()`` (:mod:`~lightning_xai.callbacks._influence_capture`; nothing extra runs on the batch,
+    nothing is changed, so training is bit-identical). That is the gradient the optimizer used, which is what TracIn
+    traces: with dropout's mask of that step, and with BatchNorm's batch statistics (row ``i`` of a layer's output
+    gradient then also carries the other samples' losses through the batch mean and variance; the rows still sum
+    to the batch gradient). It needs the training loss to be a multiple of ``sum_i loss_fn(output_i, y_i)``
+    reaching the layers only through the module's output, from one call of the module's forward on the batch and
+    automatic optimization; this is checked at every step. When it fails (another loss, a second forward, manual
+    optimization, ...) the monitor warns once, naming the reason, and from then on passes the batch again in eval
+    mode, as ``mode="eval"`` does. ``mode="eval"``: the batch is passed again in eval mode with the training flag of
+    every module, ``requires_grad``, ``.grad``, normalisation statistics and the RNG restored afterwards; every
+    sample's gradient is then its own, of the deterministic network. The probe is always passed in eval mode (the
+    mode the model predicts in), with that state restored.
 
     **Logs**, every ``log_every_n_epochs`` epochs at the end of the training epoch: scalars ``xai/influence/
     self_top_mass`` (the share of self-influence in the top ``top_fraction`` of seen samples), ``self_mean``,
@@ -80,6 +107,7 @@ class InfluenceMonitor(Callback):
     Args:
         num_probe: how many validation samples the influence is computed on (0: self-influence only).
         every_n_steps: compute at every n-th optimizer step (the sums then cover those steps only).
+        probe_every: take the influence on the probe at every n-th computed step (self-influence: at each).
         layers: names of the layers whose parameter gradients count (default: every Linear and Conv layer).
         index_key: position or key of the training-sample indices in the batch (default: see above).
         loss_fn: ``loss_fn(output, labels) -> [B]`` per-sample losses (default: cross-entropy of logits).
@@ -90,6 +118,7 @@ class InfluenceMonitor(Callback):
         log_images: draw the pictures.
         output_fn: maps the model's output to the logits ``loss_fn`` takes.
         strict: raise instead of warning and skipping when a step fails.
+        mode: ``"train"`` (the training step's own gradients) or ``"eval"`` (a separate eval-mode pass); see above.
         batch: how batches are read (:class:`~lightning_xai.callbacks.batch.BatchSpec`); or give ``input_key``,
             ``target_key``, ``batch_fn``, ``forward_keys``, ``forward_fn`` one by one.
 
@@ -103,6 +132,7 @@ class InfluenceMonitor(Callback):
         self,
         num_probe: int = 16,
         every_n_steps: int = 1,
+        probe_every: int = 4,
         layers: list[str] | None = None,
         index_key: Key | None = None,
         loss_fn: LossFn | None = None,
@@ -113,6 +143,7 @@ class InfluenceMonitor(Callback):
         log_images: bool = True,
         output_fn: Callable[[Any], Tensor] | None = None,
         strict: bool = False,
+        mode: str = "train",
         batch: BatchSpec | None = None,
         input_key: Key | list[Key] = 0,
         target_key: Key | None = 1,
@@ -123,8 +154,9 @@ class InfluenceMonitor(Callback):
         spec = BatchSpec(input_key, target_key, None, forward_keys, batch_fn, forward_fn)
         if batch is not None and spec != BatchSpec():
             raise ValueError("pass the batch arguments either as batch=BatchSpec(...) or one by one, not both")
-        for name, value, low in (("num_probe", num_probe, 0), ("every_n_steps", every_n_steps, 1),
-                                 ("top_k", top_k, 1), ("log_every_n_epochs", log_every_n_epochs, 1)):  # fmt: skip
+        checked = (("num_probe", num_probe, 0), ("every_n_steps", every_n_steps, 1), ("top_k", top_k, 1),
+                   ("probe_every", probe_every, 1), ("log_every_n_epochs", log_every_n_epochs, 1))  # fmt: skip
+        for name, value, low in checked:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
         if not isinstance(top_fraction, float | int) or not 0 < top_fraction <= 1:
@@ -135,11 +167,14 @@ class InfluenceMonitor(Callback):
             raise ValueError(f"layers must be a list of layer names or None (every Linear and Conv); got {layers!r}")
         if index_key is not None and (isinstance(index_key, bool) or not isinstance(index_key, int | str)):
             raise ValueError(f"index_key must be a position, a key or None; got {index_key!r}")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {list(_MODES)}; got {mode!r}")
         self.batch = batch or spec
-        self.num_probe, self.every_n_steps, self.layer_names = num_probe, every_n_steps, layers
+        self.num_probe, self.every_n_steps, self.probe_every = num_probe, every_n_steps, probe_every
+        self.layer_names = layers
         self.index_key, self.loss_fn, self.lr = index_key, loss_fn or per_sample_cross_entropy, lr
         self.top_k, self.top_fraction, self.log_every_n_epochs = top_k, float(top_fraction), log_every_n_epochs
-        self.log_images, self.output_fn, self.strict = log_images, output_fn, strict
+        self.log_images, self.output_fn, self.strict, self.mode = log_images, output_fn, strict, mode
         self._probe: Probe | None = None
         self._acc: Accumulators | None = None
         self._loaded = False
@@ -148,6 +183,9 @@ class InfluenceMonitor(Callback):
         self._collector: ProbeCollector | None = None
         self._trainer: pl.Trainer | None = None
         self._checked = False
+        self._capture: StepCapture | None = None
+        self._pending: tuple[Probe, Tensor] | None = None
+        self._no_capture = ""  # why the training step's own gradients cannot be used (then a separate pass)
         self._seconds = 0.0
         self._warned: set[str] = set()
 
@@ -200,12 +238,15 @@ class InfluenceMonitor(Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._groups = self._optimizer_groups(trainer)
+        self._groups = optimizer_groups(trainer, self._layers, self.layer_names is not None, self.lr)
+        if not pl_module.automatic_optimization and self.mode == "train":
+            self._no_capture = "manual optimization"
+            self._warn_once("capture", _NO_CAPTURE.format(self._no_capture))
         if self._probe is None and self.num_probe:
             self._draw_probe(trainer, pl_module)
         columns = 0 if self._probe is None else self._probe.size
         if self._acc is None:
-            self._acc = Accumulators.empty(_dataset_length(trainer), columns, pl_module.device)
+            self._acc = Accumulators.empty(dataset_length(trainer), columns, pl_module.device)
         else:
             self._acc = self._acc.to(pl_module.device)
             if self._loaded and trainer.global_rank != 0:  # the checkpoint holds the totals: rank zero continues them
@@ -222,21 +263,63 @@ class InfluenceMonitor(Callback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
+        self._capture = self._pending = None
         if trainer.global_step % self.every_n_steps:
             return
         start = time.perf_counter()
         try:
-            found, index = self._read(batch)
+            found, index = read_training_batch(self.batch, batch, self.index_key)
         except Exception as err:
             if not self._checked:  # the first batch: a batch without indices or labels stops the run here
                 raise
             return self._on_error("reading a training batch", err)
         self._checked = True
         try:
-            self._step(trainer, pl_module, found, index)
+            self._begin(trainer, pl_module, found, index)
+        except Exception as err:
+            self._capture = self._pending = None
+            self._on_error("computing the influence", err)
+        self._seconds += time.perf_counter() - start
+
+    @override
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        if self._capture is not None:
+            self._capture.stop()  # what the training step's forward recorded; the backward fills the gradients
+            self._capture.check_paths(loss)
+
+    @override
+    def on_after_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None or self._capture is None:
+            return
+        start = time.perf_counter()
+        (found, index, probed, lrs, norms), capture = self._pending, self._capture
+        self._pending = self._capture = None
+        try:
+            try:
+                captured, scale = capture.features(self.loss_fn, found.labels, found.size)
+            except CaptureError as err:
+                self._no_capture = str(err)
+                self._warn_once("capture", _NO_CAPTURE.format(err))
+                with norm_state(norms):  # the statistics this step started from, as a pass at its start sees them
+                    captured, scale = self._separate(trainer, pl_module, found, None)[0], None
+            self._add(found, index, captured, probed, scale, lrs)
         except Exception as err:
             self._on_error("computing the influence", err)
         self._seconds += time.perf_counter() - start
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._capture is not None:  # no backward ran (the step returned None): no update, nothing to add
+            self._capture.stop()
+        self._capture = self._pending = None
+
+    @override
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if self._capture is not None:  # a training step that failed between its forward and backward
+            self._capture.stop()
+        self._capture = self._pending = None
 
     @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -274,38 +357,45 @@ class InfluenceMonitor(Callback):
             kept = {key[len("acc_") :]: value for key, value in state_dict.items() if key.startswith("acc_")}
             self._acc, self._loaded = Accumulators.from_state(kept), True
 
-    def _read(self, batch: Any) -> tuple[Probe, Tensor]:
-        try:
-            found = self.batch.read(batch)
-        except ValueError as err:
-            message = (
-                str(err).replace("AttributionMonitor cannot read the batch: ", "").replace("validation", "training")
-            )
-            raise ValueError(f"InfluenceMonitor cannot read the training batch: {message}") from err
-        if found.labels is None:
-            raise ValueError(
-                "InfluenceMonitor needs the labels of the training batch to take each sample's loss gradient; set "
-                "target_key (or return labels from batch_fn)"
-            )
-        index = read_indices(batch, self.index_key, found.size, None if self.batch.batch_fn else self.batch.target_key)
-        return Probe(found.inputs, found.labels, None, found.extras), index
-
-    def _step(self, trainer: pl.Trainer, pl_module: pl.LightningModule, found: Probe, index: Tensor) -> None:
-        found = self._converted(trainer, found)
-        probe = None if self._probe is None else self._converted(trainer, self._probe.to(pl_module.device))
+    def _begin(self, trainer: pl.Trainer, pl_module: pl.LightningModule, found: Probe, index: Tensor) -> None:
+        """At a step's start: the probe's features when due and the capture's hooks, or the whole step's terms."""
+        due = self._probe is not None and (trainer.global_step // self.every_n_steps) % self.probe_every == 0
+        probe = self._converted(trainer, self._probe.to(pl_module.device)) if due else None
         lrs = {name: self.lr if self.lr is not None else group["lr"] for name, group in self._groups.items()}
-        layers = {name: self._layers[name] for name in self._groups}
+        if self.mode == "eval" or self._no_capture:
+            self._add(found, index, *self._separate(trainer, pl_module, found, probe), None, lrs)
+            return
+        probed = None if probe is None else self._separate(trainer, pl_module, None, probe)[1]
+        self._pending = found, index, probed, lrs, saved_norm_state(pl_module)
+        self._capture = StepCapture(pl_module, self._layers_used(), self.output_fn)
+        self._capture.start()
+
+    def _separate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, found: Probe | None,
+                  probe: Probe | None) -> tuple[dict[str, Features] | None, dict[str, Features] | None]:  # fmt: skip
+        """A pass of its own (eval mode, state restored) of the batch ``found`` and/or the ``probe``."""
         with gradient_scope(pl_module.device), explanation_mode(pl_module):
-            model = self._model(pl_module, found)
-            train, probed = _features(model, layers, self.loss_fn, found, probe)
-            step = tracin_step(train, probed, lrs)
-        low, high = torch.stack([index.min(), index.max()]).tolist()
+            sample = None if found is None else self._converted(trainer, found)
+            model = self._model(pl_module, sample if probe is None else probe)
+            return separate_features(model, self._layers_used(), self.loss_fn, sample, probe)
+
+    def _layers_used(self) -> dict[str, nn.Module]:
+        return {name: self._layers[name] for name in self._groups}
+
+    def _add(self, found: Probe, index: Tensor, train: dict[str, Features], probed: dict[str, Features] | None,
+             scale: Tensor | None, lrs: dict[str, Any]) -> None:  # fmt: skip
+        """Add one step's terms; ``scale``: the captured gradients are that times the per-sample loss sum's."""
+        step = tracin_step(train, probed, lrs)
+        self_influence, influence = step.self_influence.detach(), step.influence
+        if scale is not None:
+            self_influence = self_influence / scale.square()
+            influence = None if influence is None else influence / scale
+        low, high = torch.stack(index.aminmax()).tolist()
         if low < 0:
             raise ValueError(f"sample indices must be >= 0; the batch has {low} (index_key={self.index_key!r})")
         self._acc.grow(high + 1)
         labels = class_vector(found.labels, found.size)
-        influence = None if step.influence is None else step.influence.detach()
-        self._acc.add(index.to(self._acc.seen.device), step.self_influence.detach(), influence, labels)
+        influence = None if influence is None else influence.detach()
+        self._acc.add(index.to(self._acc.seen.device), self_influence, influence, labels)
         self._acc.steps += 1
 
     def _model(self, pl_module: pl.LightningModule, sample: Probe) -> Callable[[Probe], Tensor]:
@@ -315,32 +405,6 @@ class InfluenceMonitor(Callback):
     def _converted(self, trainer: pl.Trainer, probe: Probe) -> Probe:
         fields = {k: v for k, v in probe.fields().items() if k.startswith(("inputs.", "extras."))}
         return probe.with_fields({**probe.fields(), **trainer.precision_plugin.convert_input(fields)})
-
-    def _optimizer_groups(self, trainer: pl.Trainer) -> dict[str, dict]:
-        """Each layer's optimizer parameter group (where its rate is read at every step)."""
-        owner = {
-            id(p): (opt, group) for opt in trainer.optimizers for group in opt.param_groups for p in group["params"]
-        }
-        groups = {}
-        for name, module in self._layers.items():
-            params = [p for p in module.parameters(recurse=False) if p.requires_grad]
-            found = next((owner[id(p)] for p in params if id(p) in owner), None)
-            if found is None:
-                if self.layer_names is not None:
-                    raise ValueError(f"layer {name!r} has trainable parameters that no optimizer updates")
-                continue
-            optimizer, group = found
-            lr = group.get("lr")
-            if self.lr is None and (isinstance(lr, bool) or not isinstance(lr, int | float | Tensor) or lr is None):
-                raise ValueError(
-                    f"InfluenceMonitor weighs each step by its learning rate, but the parameter group of layer "
-                    f"{name!r} in {type(optimizer).__name__} has no numeric 'lr' (got {lr!r}); use an optimizer with "
-                    "a learning rate or pass InfluenceMonitor(lr=<a fixed rate>)"
-                )
-            groups[name] = group
-        if not groups:
-            raise ValueError(f"no optimizer updates any of the layers {list(self._layers)}")
-        return groups
 
     def _collect(self, found: Probe, pl_module: pl.LightningModule) -> None:
         try:
@@ -353,16 +417,12 @@ class InfluenceMonitor(Callback):
     def _draw_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The probe from the sanity check's batches, else from the first validation batches read now."""
         if self._collector is None:
-            loader = trainer.val_dataloaders
-            if loader is None and trainer.datamodule is not None and hasattr(trainer.datamodule, "val_dataloader"):
-                loader = trainer.datamodule.val_dataloader()
-            loader = loader[0] if isinstance(loader, list | tuple) and loader else loader
-            if loader is not None:
-                with torch.random.fork_rng(devices=[]):  # a new iterator draws a seed from the global RNG
-                    for batch in loader:
-                        self._collect(self.batch.read(batch), pl_module)
-                        if self._collector is None or self._collector.count >= _PROBE_SAMPLES_READ * self.num_probe:
-                            break
+
+            def take(batch: Any) -> bool:
+                self._collect(self.batch.read(batch), pl_module)
+                return self._collector is not None and self._collector.count < _PROBE_SAMPLES_READ * self.num_probe
+
+            read_validation(trainer, take)
         collector, self._collector = self._collector, None
         try:
             self._probe = draw_probe(collector, trainer.strategy, trainer.world_size, self.num_probe)
@@ -390,24 +450,16 @@ class InfluenceMonitor(Callback):
             try:
                 Pictures.csv(Path(log_dir), totals)
                 loggers = media_loggers(trainer)
-                visuals = pictures.visuals(self._samples(trainer) if self.log_images else None) if loggers else None
+                visuals = (
+                    pictures.visuals(sample_fetcher(trainer, self.batch) if self.log_images else None)
+                    if loggers
+                    else None
+                )
                 for logger in loggers:
                     write_visuals(logger, trainer.global_step, visuals)
             except Exception as err:
                 self._on_error("writing the influence logs", err)
         pl_module.log("xai/influence/time_s", self._seconds + time.perf_counter() - start)
-
-    def _samples(self, trainer: pl.Trainer) -> Callable[[Tensor], Any] | None:
-        """``indices -> inputs`` of training samples, fetched from the training dataset (or ``None``)."""
-        loader = trainer.train_dataloader
-        dataset = getattr(loader, "dataset", None)
-        if dataset is None or not hasattr(dataset, "__getitem__"):
-            return None
-
-        def fetch(indices: Tensor) -> Any:
-            return self.batch.read(loader.collate_fn([dataset[int(i)] for i in indices.tolist()])).inputs
-
-        return fetch
 
     def _on_error(self, what: str, err: Exception) -> None:
         if self.strict:
@@ -419,31 +471,3 @@ class InfluenceMonitor(Callback):
         if key not in self._warned:
             self._warned.add(key)
             rank_zero_warn(message, category=UserWarning)
-
-
-def _dataset_length(trainer: pl.Trainer) -> int:
-    try:
-        return len(trainer.train_dataloader.dataset)
-    except (AttributeError, TypeError):
-        return 0
-
-
-def _join(a: Probe, b: Probe) -> Probe | None:
-    """``a`` and ``b`` as one batch when every field matches in dtype and per-sample shape, else ``None``."""
-    fa, fb = a.fields(), b.fields()
-    if fa.keys() != fb.keys() or any(fa[k].dtype != fb[k].dtype or fa[k].shape[1:] != fb[k].shape[1:] for k in fa):
-        return None
-    return a.with_fields({k: torch.cat([fa[k], fb[k]]) for k in fa})
-
-
-def _features(
-    model: Callable[[Probe], Tensor], layers: dict[str, nn.Module], loss_fn: LossFn, train: Probe, probe: Probe | None
-) -> tuple[dict[str, Features], dict[str, Features] | None]:
-    """The training batch's and the probe's features, from one pass over both when they stack."""
-    joined = None if probe is None else _join(train, probe)
-    if joined is None:
-        features = gradient_features(model, layers, train, train.labels, loss_fn)
-        return features, None if probe is None else gradient_features(model, layers, probe, probe.labels, loss_fn)
-    features = gradient_features(model, layers, joined, joined.labels, loss_fn)
-    rows = slice(0, train.size), slice(train.size, None)
-    return {n: f.take(rows[0]) for n, f in features.items()}, {n: f.take(rows[1]) for n, f in features.items()}

@@ -5,7 +5,7 @@ gradient with respect to the layer's output), so the inner product of two sample
 ``(a_i . a_j + 1)(g_i . g_j)``: it needs only the layer's inputs and output gradients, which one ordinary backward
 pass produces for the whole batch (Goodfellow 2015, "Efficient per-example gradient computations"; Wang et al.
 2025, "Data Shapley in One Training Run", the ghost dot product). When the layer sees positions (a sequence
-``[N, T, d]``, or the ``L`` patches of a convolution unfolded with ``F.unfold``) the gradient is
+``[N, T, d]``, or the ``L`` patches of a convolution, unfolded) the gradient is
 ``sum_t g_it [a_it, 1]^T`` and the product is ``sum_{t,s} (a_it . a_js + 1)(g_it . g_js)``; for long positions
 the per-sample gradients are cheaper and are formed instead (both are exact): for a convolution in one
 weight-gradient call with the samples as extra groups. Grouped convolutions add one term per group. Any other
@@ -15,6 +15,7 @@ recorded input and output gradient).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,7 @@ from torch.func import functional_call, grad, vmap
 __all__ = ["Features", "gram", "layer_features", "squared_norms"]
 
 _CHUNK_ELEMENTS = 1 << 24  # the largest [rows, Ny, groups, Tx, Ty] intermediate of a ghost product
+_SMALL_PATCH = 64  # C_in / groups * kernel size up to which a convolution's per-sample gradients use patches
 
 
 @dataclass
@@ -85,30 +87,53 @@ def _padded(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: Tensor) -> Tensor:
     return F.pad(x, module._reversed_padding_repeated_twice, mode=mode)
 
 
-def _conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
-    """Unfolded input patches ``[N, groups, L, C_in/groups * k]``, output gradients ``[N, groups, L, C_out/groups]``."""
+def _patches(module: nn.Conv1d | nn.Conv2d, x: Tensor) -> Tensor:
+    """The padded input's patches ``[N, groups, C_in/groups * k, L]`` in the weight's order (a strided view, copied)."""
     x = _padded(module, x)
     kernel, dilation, stride = module.kernel_size, module.dilation, module.stride
     if isinstance(module, nn.Conv1d):
-        x, g = x.unsqueeze(2), g.unsqueeze(2)
+        x = x.unsqueeze(2)
         kernel, dilation, stride = (1, *kernel), (1, *dilation), (1, *stride)
+    rows, channels, height, width = x.shape
+    sizes = zip((height, width), kernel, dilation, stride, strict=True)
+    out = [(size - d * (k - 1) - 1) // s + 1 for size, k, d, s in sizes]
+    sn, sc, sh, sw = x.stride()
+    view = x.as_strided(
+        (rows, channels, *kernel, *out),
+        (sn, sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1]),
+        x.storage_offset(),
+    )
+    return view.reshape(rows, module.groups, channels // module.groups * kernel[0] * kernel[1], out[0] * out[1])
+
+
+def _conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """Input patches ``[N, groups, L, C_in/groups * k]``, output gradients ``[N, groups, L, C_out/groups]``."""
+    a = _patches(module, x).transpose(2, 3)
     rows, groups = x.shape[0], module.groups
-    patches = F.unfold(x, kernel, dilation=dilation, padding=0, stride=stride)  # [N, C_in * k, L]
-    a = patches.reshape(rows, groups, patches.shape[1] // groups, -1).transpose(2, 3)
     g = g.reshape(rows, groups, g.shape[1] // groups, -1).transpose(2, 3)
     return a, g
 
 
 def _conv_dense(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: Tensor, g: Tensor) -> Tensor:
-    """Per-sample gradients ``[N, D]`` of a convolution: one weight-gradient call, the samples as extra groups."""
+    """Per-sample gradients ``[N, D]`` of a convolution.
+
+    One weight-gradient call with the samples as extra groups, or, for Conv1d/2d with small patches (where that
+    call's per-group overhead dominates on CPU), one batched product of the output gradients and the copied patches.
+    """
     rows, weight, bias = x.shape[0], *_trains(module)
     parts = []
-    if weight:
-        x = _padded(module, x)
+    small = module.weight[0].numel() <= _SMALL_PATCH and isinstance(module, nn.Conv1d | nn.Conv2d)
+    if weight and small:
+        grads = g.reshape(rows, module.groups, module.out_channels // module.groups, -1)
+        parts.append(torch.matmul(grads, _patches(module, x).transpose(2, 3)).reshape(rows, -1))
+    elif weight:
+        # symmetric zero padding is passed to the call; any other padding is applied to the input first
+        direct = module.padding_mode == "zeros" and not isinstance(module.padding, str)
+        x, padding = (x, list(module.padding)) if direct else (_padded(module, x), [0] * len(module.stride))
         size = [rows * module.out_channels, *module.weight.shape[1:]]
         found = torch.ops.aten.convolution_backward(
             g.reshape(1, -1, *g.shape[2:]), x.reshape(1, -1, *x.shape[2:]), torch.empty(size, device=x.device,
-            dtype=x.dtype), None, list(module.stride), [0] * len(module.stride), list(module.dilation), False,
+            dtype=x.dtype), None, list(module.stride), padding, list(module.dilation), False,
             [0] * len(module.stride), rows * module.groups, [False, True, False],
         )[1]  # fmt: skip
         parts.append(found.reshape(rows, -1))
@@ -127,6 +152,14 @@ def _exact(module: nn.Module, x: Tensor, g: Tensor) -> Tensor:
 
     per_sample = vmap(grad(inner), in_dims=(None, 0, 0))(params, x, g)
     return torch.cat([per_sample[name].flatten(1) for name in params], dim=1)
+
+
+def _total(parts: Iterator[Tensor]) -> Tensor:
+    """The sum of the per-call gradients (the first one itself when there is one call: no copy)."""
+    total = next(parts)
+    for part in parts:
+        total = total + part
+    return total
 
 
 def layer_features(module: nn.Module, inputs: list[Tensor], grads: list[Tensor]) -> Features:
@@ -149,7 +182,7 @@ def layer_features(module: nn.Module, inputs: list[Tensor], grads: list[Tensor])
         positions = grads[0][0, 0].numel() * len(grads)
         patch = module.weight[0].numel() + bias
         if isinstance(module, nn.Conv3d) or _dense_is_cheaper(positions, patch, module.out_channels // module.groups):
-            return Features(dense=sum(_conv_dense(module, x, g) for x, g in zip(inputs, grads, strict=True)))
+            return Features(dense=_total(_conv_dense(module, x, g) for x, g in zip(inputs, grads, strict=True)))
     if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
         parts = [(_linear if isinstance(module, nn.Linear) else _conv_patches)(module, x, g)
                  for x, g in zip(inputs, grads, strict=True)]  # fmt: skip
@@ -159,7 +192,7 @@ def layer_features(module: nn.Module, inputs: list[Tensor], grads: list[Tensor])
         if _dense_is_cheaper(a.shape[2], a.shape[3] + bias, g.shape[3]):
             features.densify()
         return features
-    dense = sum(_exact(module, x, g) for x, g in zip(inputs, grads, strict=True))
+    dense = _total(_exact(module, x, g) for x, g in zip(inputs, grads, strict=True))
     return Features(dense=dense)
 
 
@@ -203,7 +236,7 @@ def gram(x: Features, y: Features) -> Tensor:
 def squared_norms(x: Features) -> Tensor:
     """``[N]``: the squared norm of every per-sample gradient of one layer."""
     if x.dense is not None:
-        return x.dense.square().sum(1)
+        return torch.linalg.vector_norm(x.dense, dim=1).square()
     a, g = x.inputs, x.grads
     if a.shape[2] == 1:
         grads = g[:, :, 0].square().sum(-1)
