@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import InfluenceMonitor
+from lightning_xai.callbacks._influence_logs import sample_figure, suspects
 from lightning_xai.demo import NoisyDigitsDataModule, SmallCNN
 from lightning_xai.influence import resolve_layers
 
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--only-default", action="store_true", help="run the monitor at its defaults only")
+    parser.add_argument("--picture", help="save the defaults' top suspects, flipped ones marked, as this PNG")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = {"defaults": {}} if args.only_default else VARIANTS
@@ -149,6 +151,23 @@ def main() -> None:
         ours, ours_cpu = (statistics.median(t[k] for t in times) for k in (0, 1))
         print(f"with InfluenceMonitor ({name}) {ours:.2f} s wall, {ours_cpu:.2f} s CPU: overhead {ours / plain:.3f}x "
               f"wall, {ours_cpu / plain_cpu:.3f}x CPU")  # fmt: skip
+    if args.picture:
+        save_suspects(monitors["defaults"], module, images, Path(args.picture))
+
+
+def save_suspects(monitor: InfluenceMonitor, module: NoisyDigitsDataModule, images: torch.Tensor, path: Path) -> None:
+    """The top 24 training samples by self-influence with their given labels; flipped ones in red, with the true one."""
+    shown = suspects(monitor.accumulators, 24).tolist()
+    flipped = set(module.flipped.tolist())
+    noisy = module.train_set.dataset.tensors[1]
+    captions = [
+        f"{int(noisy[i])} (was {int(module.clean_labels[i])})" if i in flipped else str(int(noisy[i])) for i in shown
+    ]
+    colors = ["red" if i in flipped else "black" for i in shown]
+    figure = sample_figure(images[shown], captions, colors, 8)
+    figure.savefig(path, dpi=200)
+    hits = sum(i in flipped for i in shown)
+    print(f"saved {path}: the top {len(shown)} suspects, {hits} of them flipped")
 
 
 if __name__ == "__main__":
