@@ -13,13 +13,12 @@ of a shared machine falls on all three alike; each column is the median over rep
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 import warnings
 from collections.abc import Callable
 
 import quantus
 import torch
+from _timing import interleaved_medians
 
 from lightning_xai.attribution import IntegratedGradients
 from lightning_xai.demo import SmallCNN, make_synthetic_patterns
@@ -31,19 +30,6 @@ BATCH, RUNS, STEPS, SENSITIVITY_SAMPLES = 32, 100, 64, 10
 
 def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return interleaved_medians([fn], repeats)[0]
-
-
-def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each function, timed in turn within each repeat after one warm-up call each."""
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, spent in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
 
 
 def main() -> None:

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import time
 import warnings
-from collections.abc import Callable
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from _timing import interleaved_medians
 from pytorch_lightning.callbacks import Callback
 
 from lightning_xai import ShortcutMonitor
@@ -37,19 +36,6 @@ from lightning_xai.training import right_reasons_loss
 warnings.filterwarnings("ignore")
 logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 WEIGHT = 3.0
-
-
-def interleaved_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each function, timed in turn within each repeat after one warm-up call each."""
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, spent in zip(fns, times, strict=True):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
 
 
 def spray_seconds(repeats: int) -> float:

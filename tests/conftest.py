@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,3 +67,16 @@ def quick_trainer(
         callbacks=callbacks,
         **{"enable_checkpointing": False, **kwargs},
     )
+
+
+def get(base: str, path: str, **params: str) -> bytes:
+    """GET ``base + path`` with query ``params`` from a test's TensorBoard server; asserts HTTP 200."""
+    query = f"?{urllib.parse.urlencode(params)}" if params else ""
+    with urllib.request.urlopen(f"{base}{path}{query}", timeout=30) as response:
+        assert response.status == 200
+        return response.read()
+
+
+def get_json(base: str, path: str, **params: str):
+    """:func:`get`, parsed as JSON."""
+    return json.loads(get(base, path, **params))

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import io
-import json
 import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 import pytorch_lightning as pl
+from conftest import get, get_json
 from PIL import Image
 from pytorch_lightning.loggers import TensorBoardLogger
 
@@ -77,17 +75,6 @@ def server(tmp_path_factory):
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def get(base: str, path: str, **params: str) -> bytes:
-    query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    with urllib.request.urlopen(f"{base}{path}{query}", timeout=30) as response:
-        assert response.status == 200
-        return response.read()
-
-
-def get_json(base: str, path: str, **params: str):
-    return json.loads(get(base, path, **params))
 
 
 RUN = "images/version_0"

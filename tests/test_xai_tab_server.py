@@ -8,19 +8,17 @@ TensorBoard's own plugin discovery either way.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from conftest import get, get_json
 from test_xai_tab import EPOCHS, NUM_PROBE, shared_runs
 
 from lightning_xai.tensorboard.format import PLUGIN_NAME, side_dir
@@ -37,17 +35,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def get(base: str, path: str, **params: str) -> bytes:
-    query = f"?{urllib.parse.urlencode(params)}" if params else ""
-    with urllib.request.urlopen(f"{base}{path}{query}", timeout=30) as response:
-        assert response.status == 200
-        return response.read()
-
-
-def get_json(base: str, path: str, **params: str):
-    return json.loads(get(base, path, **params))
 
 
 def plugin_path(folder: Path) -> dict[str, str]:
