@@ -212,6 +212,23 @@ def test_chunking_does_not_change_the_result():
         torch.testing.assert_close(make(2)(model, x, TARGET), make(128)(model, x, TARGET), rtol=1e-12, atol=1e-15)
 
 
+def test_buffers_kept_between_calls_change_nothing(monkeypatch):
+    # The rules keep their CPU scratch buffers (multipliers included) in the explainer between calls: a call with
+    # other inputs, another batch size or a fallback must not see what the previous one left there.
+    import lightning_xai.attribution._rescale as rescale
+
+    model, reused = cnn(), DeepLift(0.1, max_batch_size=4)
+    zeros = images(5, seed=11)
+    zeros[..., :8, :] = 0.1  # equal to the baseline: the fallbacks run
+    for x, target in ((images(), TARGET), (zeros, 2), (images(3, seed=12), 1), (images(), TARGET)):
+        torch.testing.assert_close(reused(model, x, target), DeepLift(0.1, max_batch_size=4)(model, x, target))
+    kept = sum(b.numel() * b.element_size() for b in reused._scratch.values())
+    assert 0 < kept <= rescale.KEPT_BYTES
+    monkeypatch.setattr(rescale, "KEPT_BYTES", 0)  # nothing worth keeping: every buffer is released
+    reused(model, images(), TARGET)
+    assert reused._scratch == {}
+
+
 def test_tuple_inputs_and_forward_kwargs_match_captum():
     class Two(nn.Module):
         def __init__(self):

@@ -16,6 +16,7 @@ without a rule (:data:`UNSUPPORTED`) refuse to run. Non-linearities computed by 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,6 +26,9 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 __all__ = ["RULES", "UNSUPPORTED", "RuleState", "derivative", "rescale_rules", "supported_names", "unhandled_functions"]
+
+#: The most scratch memory kept between calls (see :meth:`RuleState.release`).
+KEPT_BYTES = 256 * 2**20
 
 _ELEMENTWISE = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus)
 _POOLS = {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}
@@ -64,7 +68,7 @@ class RuleState:
     forward is running (the diagnosis ignores the functions they call). Outside both passes the hooks only count.
     """
 
-    def __init__(self, eps: float) -> None:
+    def __init__(self, eps: float, scratch: dict[Any, Tensor] | None = None) -> None:
         self.eps = eps
         self.mode = "off"
         #: Rows of the batch being run; tensors with another first dimension are not the batch and keep their gradient.
@@ -72,24 +76,36 @@ class RuleState:
         #: For each input row, its row of the recorded references (``None``: the same row, or the single one).
         self.which: Tensor | None = None
         self.depth = 0
+        #: Rule calls in the running pass (each keeps its multipliers in its own buffers, see ``own``).
+        self.calls = 0
         self.defect: Tensor | None = None
         self._inputs: dict[int, list[Tensor]] = {}
         self._references: dict[int, list[tuple[Tensor, Tensor] | None]] = {}
-        self._scratch: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self._scratch: dict[Any, Tensor] = {} if scratch is None else scratch
         #: Pooling modules made to return their indices for the call running (see ``_stash_input``).
         self.indices_on: set[nn.Module] = set()
 
-    def scratch(self, like: Tensor, slot: str, dtype: torch.dtype | None = None) -> Tensor:
-        """A buffer shaped like ``like``, reused by every rule for temporaries that do not outlive it.
+    def scratch(self, like: Tensor, slot: Any, dtype: torch.dtype | None = None) -> Tensor:
+        """A buffer shaped like ``like`` for ``slot``: temporaries that do not outlive a rule share one.
 
         On CPU each fresh activation-sized tensor costs its page faults, which for element-wise rules cost more than
-        the arithmetic; reusing the memory keeps the rules' overhead close to the model's own.
+        the arithmetic; reusing the memory keeps the rules' overhead close to the model's own. With a ``scratch``
+        dict that outlives the state (an explainer's), the buffers are reused across calls: see :meth:`release`.
         """
-        key = (slot, dtype or like.dtype, like.device)
+        return self.buffer(like.shape, slot, dtype or like.dtype, like.device)
+
+    def buffer(self, shape: tuple[int, ...], slot: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """:meth:`scratch` for a shape."""
+        key, numel = (slot, dtype, device), math.prod(shape)
         buffer = self._scratch.get(key)
-        if buffer is None or buffer.numel() < like.numel():
-            buffer = self._scratch[key] = torch.empty(like.numel(), dtype=key[1], device=like.device)
-        return buffer[: like.numel()].view(like.shape)
+        if buffer is None or buffer.numel() < numel:
+            buffer = self._scratch[key] = torch.empty(numel, dtype=dtype, device=device)
+        return buffer[:numel].view(shape)
+
+    def own(self, like: Tensor) -> Tensor:
+        """A buffer of this rule call alone, for what it keeps until the backward pass spends it (a multiplier)."""
+        self.calls += 1
+        return self.scratch(like, ("kept", self.calls))
 
     def reference(self, rows: int) -> None:
         """The next model call runs ``rows`` reference rows (without gradients): record every rule module's call."""
@@ -98,8 +114,20 @@ class RuleState:
 
     def inputs(self, rows: int, which: Tensor | None = None) -> None:
         """The next model call runs ``rows`` input rows under the rules, against the references just recorded."""
-        self.depth, self.defect, self._inputs = 0, None, {}
+        self.depth, self.defect, self._inputs, self.calls = 0, None, {}, 0
         self.mode, self.rows, self.which = "input", rows, which
+
+    def release(self) -> None:
+        """Keep for the next call only CPU scratch buffers, smallest first, up to :data:`KEPT_BYTES` in all.
+
+        On accelerators the caching allocator already reuses memory; a CPU buffer is faulted in again whenever it is
+        allocated afresh, which costs DeepLift about a quarter of its time on a small CNN.
+        """
+        kept = 0
+        for key, buffer in sorted(self._scratch.items(), key=lambda item: item[1].numel() * item[1].element_size()):
+            kept += buffer.numel() * buffer.element_size()
+            if buffer.device.type != "cpu" or kept > KEPT_BYTES:
+                del self._scratch[key]
 
     def reset(self) -> None:
         """Forget the previous calls (also after an error inside a forward); the hooks only count until a pass."""
@@ -126,10 +154,13 @@ def supported_names() -> str:
 
 
 @contextlib.contextmanager
-def rescale_rules(model: nn.Module, eps: float = 1e-10) -> Iterator[RuleState]:
+def rescale_rules(
+    model: nn.Module, eps: float = 1e-10, scratch: dict[Any, Tensor] | None = None
+) -> Iterator[RuleState]:
     """Apply DeepLIFT's rules to ``model``'s modules inside the block; every hook is removed on exit, also on error.
 
-    Modules of an :data:`UNSUPPORTED` type raise a ValueError naming them as soon as they are called.
+    Modules of an :data:`UNSUPPORTED` type raise a ValueError naming them as soon as they are called. ``scratch``
+    keeps temporary buffers between blocks (see :meth:`RuleState.release`). Each pass supports one backward.
 
     Example:
         >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
@@ -144,7 +175,7 @@ def rescale_rules(model: nn.Module, eps: float = 1e-10) -> Iterator[RuleState]:
         >>> torch.allclose((grad * x).sum(), out.sum() - out_ref.sum()), len(net[1]._forward_hooks)
         (True, 0)
     """
-    state = RuleState(eps)
+    state = RuleState(eps, scratch)
     handles = []
     try:
         for name, module in model.named_modules():
@@ -159,6 +190,7 @@ def rescale_rules(model: nn.Module, eps: float = 1e-10) -> Iterator[RuleState]:
         for handle in handles:
             handle.remove()
         state.reset()
+        state.release()
 
 
 def _stash_input(state: RuleState) -> Callable[[nn.Module, tuple[Any, ...]], Any]:
@@ -239,17 +271,22 @@ def derivative(module: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     raise TypeError(f"no derivative for {type(module).__name__}")
 
 
-def _differences(x: Tensor, x_ref: Tensor, state: RuleState) -> tuple[Tensor, Tensor, bool]:
-    """``Δx`` of each input row, the mask where ``|Δx| < eps``, and whether there are any, in scratch buffers.
+def _ratio(dy: Tensor, dx: Tensor, state: RuleState, fallback: float | Callable[[], Tensor]) -> Tensor:
+    """``Δy/Δx`` where ``|Δx| >= eps`` and ``fallback`` (a number, or a function giving the gradient) elsewhere.
 
-    The mask is only computed (and meaningful) if there are any. Ratios divided by ``Δx`` are not finite where it
-    vanishes: the callers replace them by the fallback there.
+    Computed in place: the result is ``dy``, and ``dx`` is spent. When nothing is that small, the usual case, the
+    test costs one reduction. Otherwise the selection is arithmetic with a 0/1 mask (``Δx`` made 1 there first, so
+    no division by zero), several times faster than ``torch.where`` on CPU.
     """
-    dx = torch.sub(x, state.paired(x_ref), out=state.scratch(x, "difference"))
-    magnitude = torch.abs(dx, out=state.scratch(x, "magnitude"))
-    if not magnitude.numel() or float(magnitude.amin()) >= state.eps:  # the usual case: one cheap reduction
-        return dx, magnitude, False
-    return dx, torch.lt(magnitude, state.eps, out=state.scratch(x, "small", torch.bool)), True
+    magnitude = torch.abs(dx, out=state.scratch(dx, "magnitude"))
+    if not magnitude.numel() or float(magnitude.amin()) >= state.eps:
+        return dy.div_(dx)
+    small = torch.lt(magnitude, state.eps, out=magnitude)  # 1.0 where |Δx| < eps
+    ratio = dy.div_(dx.add_(small))
+    ratio.addcmul_(ratio, small, value=-1.0)
+    if isinstance(fallback, float):
+        return ratio.add_(small, alpha=fallback) if fallback else ratio
+    return ratio.addcmul_(fallback(), small)
 
 
 # Only the input rows run under the rules, against their recorded references; where |Δx| < eps a rule takes the
@@ -270,7 +307,7 @@ class _Multiply(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         (multiplier,) = ctx.saved_tensors
-        return grad * multiplier, None, None
+        return multiplier.mul_(grad), None, None  # one backward per pass: the multiplier is spent
 
 
 def _elementwise(
@@ -278,10 +315,9 @@ def _elementwise(
 ) -> Tensor:
     with torch.no_grad():
         xd = x.detach()
-        dx, small, any_small = _differences(xd, x_ref, state)
-        multiplier = torch.sub(y, state.paired(y_ref)).div_(dx)
-        if any_small:  # the gradient there (Captum's fallback)
-            multiplier = torch.where(small, derivative(module, xd, y), multiplier, out=multiplier)
+        dx = torch.sub(xd, state.paired(x_ref), out=state.scratch(xd, "difference"))
+        dy = torch.sub(y, state.paired(y_ref), out=state.own(y))
+        multiplier = _ratio(dy, dx, state, lambda: derivative(module, xd, y))  # Captum's fallback: the gradient
     return _Multiply.apply(x, multiplier, [y])
 
 
@@ -320,8 +356,8 @@ def _softmax(
             "over the batch dimension. Give the softmax an explicit dim over the classes"
         )
     with torch.no_grad():
-        dx, small, any_small = _differences(x.detach(), x_ref, state)
-        small = small.clone() if any_small else torch.zeros_like(dx, dtype=torch.bool)
+        dx = x.detach() - state.paired(x_ref)
+        small = dx.abs() < state.eps
         dx_sum = dx.masked_fill(small, 0.0).flatten(1).sum(1)
         ratio = (y - state.paired(y_ref)) / dx.masked_fill(small, 1.0)
     return _SoftmaxRule.apply(x, ratio, small, dx_sum, [y, dim, state])
@@ -331,32 +367,46 @@ class _MaxPoolRule(torch.autograd.Function):
     """Captum's max-pooling rule, computed per window; contributions of overlapping windows that share a maximum add.
 
     ``Δy = (max(y, y') - y') + (y - max(y, y'))``: the first part goes to the input's maximum of the window, the
-    second to the reference's, each divided by ``Δx`` there; where ``|Δx| < eps`` an element takes its gradient
-    instead (the first part's route with multiplier 1, the second's with 0). At most one part is non-zero per
-    window, so usually one scatter of ``grad * multiplier`` to one maximum per window does it; a second route is
-    added only where a window's input maximum falls back while its reference's wins.
+    second to the reference's, each divided by ``Δx`` there. Where ``|Δx| < eps`` the element takes its gradient
+    instead: multiplier 1 on the input's route, 0 on the reference's. The backward scatters ``grad * multiplier``
+    along each route; the reference's is skipped when no window fell below its reference.
     """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, multiplier: Tensor, route: Tensor, box: list[Any]) -> Tensor:
-        y, ctx.second = box
-        ctx.save_for_backward(multiplier, route)
-        ctx.shape = x.shape
+    def forward(ctx: Any, x: Tensor, routes: list[tuple[Tensor, Tensor]], y: Tensor) -> Tensor:
+        ctx.routes, ctx.shape = routes, x.shape
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        multiplier, route = ctx.saved_tensors
         with torch.no_grad():
             spread = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device).flatten(2)
-            spread.scatter_add_(2, route, grad.flatten(2) * multiplier)
-            if ctx.second is not None:  # multipliers 0 or 1 on the input's maxima
-                fallback, indices = ctx.second
-                spread.scatter_add_(2, indices, grad.flatten(2) * fallback)
-        return spread.view(ctx.shape), None, None, None
+            flat = grad.flatten(2)
+            for indices, multiplier in ctx.routes:  # one backward per pass: the multipliers are spent
+                spread.scatter_add_(2, indices, multiplier.mul_(flat))
+        return spread.view(ctx.shape), None, None
 
 
 _POOL_FUNCTIONS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
+
+
+def _pick(values: Tensor, indices: Tensor, state: RuleState) -> Tensor:
+    """``values.flatten(2).gather(2, indices)`` for values ``[1 or B, C, ...]`` and indices ``[B or 1, C, P]``.
+
+    With one row on either side, a single index along the flattened row replaces the gather, which is several
+    times slower on CPU.
+    """
+    flat = values.flatten(2)
+    planes, width = flat.shape[1], flat.shape[2]
+    if values.shape[0] > 1 and indices.shape[0] > 1:
+        return flat.gather(2, indices)
+    offsets = torch.arange(0, planes * width, width, device=indices.device).view(1, planes, 1)
+    flat_indices = torch.add(indices, offsets, out=state.scratch(indices, "index")).view(-1)
+    rows = max(values.shape[0], indices.shape[0])
+    picked = state.buffer((rows, planes, indices.shape[2]), "picked", values.dtype, values.device)
+    if values.shape[0] == 1:  # one reference row, the input's maxima
+        return torch.index_select(flat.view(-1), 0, flat_indices, out=picked.view(-1)).view_as(picked)
+    return torch.index_select(flat.flatten(1), 1, flat_indices, out=picked.view(rows, -1)).view_as(picked)
 
 
 def _maxpool(
@@ -371,22 +421,17 @@ def _maxpool(
     with torch.no_grad():
         args = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
         _, ref_indices = _POOL_FUNCTIONS[spatial](x_ref, *args, return_indices=True)  # the reference's maxima
-        planes = y.shape[:2]
-        ref_indices = state.paired(ref_indices).expand(y.shape).flatten(2)
-        indices, y_ref = indices.flatten(2), state.paired(y_ref)
+        ref_indices, x_ref, y_ref = state.paired(ref_indices).flatten(2), state.paired(x_ref), state.paired(y_ref)
         # Δx at the input's maximum of each window (x there is y) and at the reference's (x' there is y')
-        x_ref = state.paired(x_ref).flatten(2).expand(*planes, -1)
-        at_input = y - x_ref.gather(2, indices).view_as(y)
-        at_reference = x.detach().flatten(2).gather(2, ref_indices).view_as(y) - y_ref
-        delta = y - y_ref
-        up = delta >= 0  # max(y, y') = y: the difference goes to the input's maximum
-        divisor = torch.where(up, at_input, at_reference)
-        small = divisor.abs() < state.eps  # the gradient there: 1 on the input's route, 0 on the reference's
-        multiplier = torch.where(small, up.to(y.dtype), delta / divisor).flatten(2)
-        route = torch.where(up.flatten(2), indices, ref_indices)
-        fallback = (~up & (at_input.abs() < state.eps)).flatten(2)  # the input's maximum takes its gradient too
-        second = (fallback.to(y.dtype), indices) if bool(fallback.any()) else None
-    return _MaxPoolRule.apply(x, multiplier, route, [y, second])
+        at_input = torch.sub(y, _pick(x_ref, indices.flatten(2), state).view_as(y), out=state.scratch(y, "input"))
+        at_reference = _pick(x.detach(), ref_indices, state).view_as(y).sub_(y_ref)
+        up = torch.clamp_min(torch.sub(y, y_ref, out=state.own(y)), 0)  # max(y, y') - y'
+        down = torch.sub(y, y_ref, out=state.own(y)).sub_(up)  # y - max(y, y'): negative below the reference
+        # the gradient where |Δx| < eps: 1 on the input's route, 0 on the reference's
+        routes = [(indices.flatten(2), _ratio(up, at_input, state, 1.0).flatten(2))]
+        if bool(down.amin() < 0):
+            routes.append((ref_indices.expand(y.shape[0], -1, -1), _ratio(down, at_reference, state, 0.0).flatten(2)))
+    return _MaxPoolRule.apply(x, routes, y)
 
 
 #: The module types with a rule (exact types, as Captum's ``SUPPORTED_NON_LINEAR``) and their rule.

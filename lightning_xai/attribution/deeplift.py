@@ -101,6 +101,7 @@ class DeepLift(Explainer):
         self.multiply_by_inputs = multiply_by_inputs
         self.eps = eps
         self.tolerance = tolerance
+        self._scratch: dict = {}  # the rules' temporary buffers, kept between calls (see rescale_rules)
 
     def completeness_baseline(self, inputs: Tensor) -> Tensor | None:
         """The baseline broadcast to ``inputs`` (with ``multiply_by_inputs``; the multipliers alone sum to nothing)."""
@@ -164,6 +165,7 @@ class DeepLiftShap(DeepLift):
         self.multiply_by_inputs = multiply_by_inputs
         self.eps = eps
         self.tolerance = tolerance
+        self._scratch: dict = {}  # the rules' temporary buffers, kept between calls (see rescale_rules)
 
     def completeness_baseline(self, inputs: Tensor) -> None:
         """``None``: the attributions sum to ``F(x)`` minus the *mean* output over the references."""
@@ -204,7 +206,7 @@ def deeplift_pairs(
     """
     total = torch.zeros_like(inputs)
     aligned = bool(objective.extras.aligned)
-    with rescale_rules(objective.model, explainer.eps) as state:
+    with rescale_rules(objective.model, explainer.eps, explainer._scratch) as state:
         for chunk in row_chunks(samples.shape[0], explainer.max_batch_size, inputs.device):
             rows, picks = samples[chunk], choice[chunk]
             each = aligned or refs.shape[0] > rows.shape[0]  # one reference row per pair, or every reference once
