@@ -5,14 +5,15 @@ steps, saliency, Input x Gradient, Grad-CAM; DeletionAUC and Sparseness; 16 prob
 the monitor calls the tab's writer at each evaluation. Reports:
   * the writer's seconds per evaluation against the monitor's ``xai/time_s`` (median of the ratios, and of sums),
     without and with the probe's forward for the predictions, which the heatmap captions share;
-  * bytes per evaluation on disk (maps, index line) and the probe file written once;
+  * bytes per evaluation on disk (maps, each sample's deletion curves, index line) and the probe file written once;
   * in headless Chromium on a real TensorBoard, the tab opened ``--repeats`` times in two ways: by navigating to
     ``/#lightning_xai`` (TensorBoard's whole page loads first) and by clicking the XAI tab in a TensorBoard already
     open on the scalars. Each is split into the time until TensorBoard creates the tab's iframe and the tab's own
     time, from its iframe's start to the probe grid and the first sample's maps drawn (measured on the iframe's own
     clock, ``performance.timeOrigin``), with the requests the tab made;
-  * the time the evaluations slider takes to redraw the heatmaps (and everything, charts included): a jump to an
-    evaluation not fetched yet (fetch, decode, draw), a step to the next one (which the tab prefetches), a revisit.
+  * the time the evaluations slider takes to redraw the heatmaps (and everything: the sample's curves at the
+    evaluation and every score chart): a jump to an evaluation not fetched yet (fetch, decode, draw), a step to the
+    next one (which the tab prefetches), a revisit.
 
     python benchmarks/xai_tab.py [--epochs 50] [--repeats 5] [--logdir DIR] [--out results.json]
 
@@ -279,9 +280,13 @@ def main() -> None:
         }
     maps = sorted(folder.glob("eval_*.f16"))
     lines = (folder / INDEX).read_text().splitlines()
+    curves = [
+        sum(2 * c["shape"][0] * c["shape"][1] for c in json.loads(line).get("sample_curves", [])) for line in lines
+    ]
     results |= {
         "evaluations": len(maps),
-        "bytes_maps_per_evaluation": statistics.mean(p.stat().st_size for p in maps),
+        "bytes_maps_per_evaluation": statistics.mean(p.stat().st_size for p in maps) - statistics.mean(curves),
+        "bytes_sample_curves_per_evaluation": statistics.mean(curves),
         "bytes_index_line_per_evaluation": statistics.mean(len(line) + 1 for line in lines),
         "bytes_probe_once": sum(p.stat().st_size for p in folder.glob("probe_*.u8")),
     }

@@ -74,6 +74,31 @@ def test_class_equals_function_and_accumulates(metric, function):
     torch.testing.assert_close(metric.compute(), expected)
 
 
+@pytest.mark.parametrize("kind", ["deletion", "insertion"])
+def test_curve_metrics_keep_each_samples_curve_of_the_last_batch(kind):
+    from lightning_xai.metrics.functional.faithfulness import curve_auc
+
+    metric, curve = (
+        (DeletionAUC(steps=6), F.deletion_curve) if kind == "deletion" else (InsertionAUC(steps=6), F.insertion_curve)
+    )
+    whole = make_batch()
+    metric.update_from(whole)
+    curves = metric.last_curves
+    assert curves.shape == (6, 7) and not curves.requires_grad and curves.device == whole.inputs.device
+    for i in range(6):  # each sample explained alone: the batched curve is that sample's own, no other row in it
+        alone = curve(whole.model, whole.inputs[i : i + 1], whole.attributions[i : i + 1], whole.target[i : i + 1], 6)
+        torch.testing.assert_close(curves[i], alone[0])
+    # the explained input's end of each curve is the model's softmax probability of the target
+    full = whole.model(whole.inputs).softmax(dim=1)[torch.arange(6), whole.target].double()
+    torch.testing.assert_close(curves[:, 0 if kind == "deletion" else -1], full.detach())
+    assert curves.std(dim=1).min() > 0  # curves that move, not a constant
+    torch.testing.assert_close(metric.last_curve, curves.mean(dim=0))  # the mean curve, as before
+    torch.testing.assert_close(metric.last_scores, curve_auc(curves))  # each sample's AUC is its curve's area
+    metric.update_from(make_batch(slice(4, 6)))  # the last batch's curves only
+    torch.testing.assert_close(metric.last_curves, curves[4:6])
+    torch.testing.assert_close(metric.last_curve, curves[4:6].mean(dim=0))
+
+
 def test_direction_and_names():
     assert DeletionAUC.higher_is_better is False and InsertionAUC.higher_is_better is True
     assert RandomizationSimilarity.higher_is_better is False and PointingGame.needs_masks

@@ -29,7 +29,7 @@ from lightning_xai.demo import (
     TokenTransformer,
 )
 from lightning_xai.demo.tabular import SyntheticTabularDataModule
-from lightning_xai.metrics import DeletionAUC, Sparseness
+from lightning_xai.metrics import DeletionAUC, InsertionAUC, Sparseness
 from lightning_xai.tensorboard.format import PLUGIN_NAME, SUMMARY_TAG, read_index, side_dir
 
 NUM_PROBE = 6
@@ -68,7 +68,7 @@ def fit_runs(log_dir: Path) -> dict[str, float]:
     images = DigitsDataModule(image_size=16, batch_size=32)
     monitor = AttributionMonitor(
         {"ig": IntegratedGradients(steps=8), "saliency": Saliency(), "gradcam": GradCAM(layer="features.3")},
-        metrics=[DeletionAUC(steps=8), Sparseness()],
+        metrics=[DeletionAUC(steps=8), InsertionAUC(steps=8), Sparseness()],
         num_probe=NUM_PROBE,
         strict=True,
         baselines=True,
@@ -278,9 +278,14 @@ def test_every_evaluation_is_written_with_its_probe_and_maps(runs):
     pixels = (folder / probe["file"]).read_bytes()
     assert len(pixels) == NUM_PROBE * 16 * 16 * 3
     assert {"deletion_auc", "sparseness"} <= set(first["scores"]["ig"]) and "deletion" in first["curves"]["ig"]
+    # after the maps, each sample's deletion and insertion curves (9 points of DeletionAUC(steps=8)), per explainer
+    curves = [(c["tag"], c["kind"], c["shape"], c["offset"]) for c in first["sample_curves"]]
+    maps_bytes = 3 * NUM_PROBE * 16 * 16 * 2
+    order = [(tag, kind) for tag in ("ig", "saliency", "gradcam") for kind in ("deletion", "insertion")]
+    assert curves == [(t, c, [NUM_PROBE, 9], maps_bytes + NUM_PROBE * 9 * 2 * k) for k, (t, c) in enumerate(order)]
     for record in index:
         data = (folder / record["file"]).read_bytes()
-        assert len(data) == record["bytes"] == 3 * NUM_PROBE * 16 * 16 * 2
+        assert len(data) == record["bytes"] == maps_bytes + 6 * NUM_PROBE * 9 * 2
     # the maps change over training, and a stored map times its scale is the attribution the monitor computed
     ig = [np.frombuffer((folder / r["file"]).read_bytes(), "<f2", NUM_PROBE * 256) for r in index]
     assert not np.array_equal(ig[0], ig[-1])
@@ -314,6 +319,8 @@ def test_table_runs_keep_feature_names_and_per_feature_maps(runs):
     assert len(index) == 2 and index[0]["kind"] == "table"
     assert index[0]["probe"]["features"] == ["signal_0", "noise_1", "noise_2", "noise_3", "noise_4"]
     assert index[0]["maps"][0]["shape"] == [4, 5] and index[0]["probe"]["file"] is None
+    assert index[0]["sample_curves"] == []  # no DeletionAUC or InsertionAUC: no curves, no bytes for them
+    assert all(r["bytes"] == 2 * 4 * 5 for r in index)
 
 
 def test_training_is_bit_identical_with_the_writer(tmp_path, monkeypatch):

@@ -135,6 +135,14 @@ def select_run(driver, run: str) -> None:
 
 
 HEATMAP = "return document.querySelector('canvas.heatmap[data-tag=\"ig\"]').toDataURL()"
+# the selected sample's deletion and insertion curves: per chart, its kind, axis labels and lines
+CURVES = (
+    "return [...document.querySelectorAll('#sample-curve-charts svg')].map(s => ({kind: s.dataset.kind,"
+    " labels: [...s.querySelectorAll('.axis-label')].map(t => t.textContent),"
+    " legend: [...s.querySelectorAll('.legend')].map(t => t.textContent),"
+    " lines: [...s.querySelectorAll('polyline.curve')].map(p => [p.dataset.tag, p.dataset.evaluation,"
+    " p.getAttribute('stroke-dasharray'), p.getAttribute('points')])}))"
+)
 
 
 @pytest.mark.slow
@@ -165,8 +173,17 @@ def test_the_tab_in_headless_chromium(server, tmp_path):
             "return [...document.querySelectorAll('#sample-score-charts svg')].map(s => [s.dataset.metric,"
             " s.querySelectorAll('polyline').length, s.querySelectorAll('line.marker').length])"
         )
-        assert sorted(c[0] for c in charts) == ["deletion_auc", "sparseness", "stability"], charts
+        assert sorted(c[0] for c in charts) == ["deletion_auc", "insertion_auc", "sparseness", "stability"], charts
         assert all(lines == 3 and marks == 1 for _, lines, marks in charts), charts
+        # beside them, this sample's curves at the shown evaluation: a line per explainer, labelled axes, a legend
+        curves = driver.execute_script(CURVES)
+        assert [c["kind"] for c in curves] == ["deletion", "insertion"], curves
+        for chart in curves:
+            verb = {"deletion": "removed", "insertion": "inserted"}[chart["kind"]]
+            assert chart["labels"] == [f"fraction of features {verb}", "model score (target p)"], chart
+            assert [line[:3] for line in chart["lines"]] == [[t, "0", None] for t in ("ig", "saliency", "gradcam")]
+            assert all(len(line[3].split()) == 9 for line in chart["lines"])  # steps=8: 9 points each
+            assert [text.split(" · ")[0] for text in chart["legend"]] == ["ig", "saliency", "gradcam"], chart
         dashed = driver.execute_script(
             "return [...document.querySelectorAll('#score-charts svg[data-metric=deletion_auc] polyline.baseline')]"
             ".map(p => p.dataset.name)"
@@ -176,13 +193,29 @@ def test_the_tab_in_headless_chromium(server, tmp_path):
             "const s = document.getElementById('evaluation'); s.value = String(s.max);"
             "s.dispatchEvent(new Event('input', {bubbles: true}));"
         )
-        wait_for(driver, f"return document.body.dataset.drawn === '{EPOCHS - 1}'")
-        # compare one explainer at two evaluations: both maps and their difference
+        wait_for(driver, f"return document.body.dataset.complete === '{EPOCHS - 1}'")
+        moved = driver.execute_script(CURVES)  # the slider redrew the curves: the last evaluation's, other points
+        for before, after in zip(curves, moved, strict=True):
+            assert [line[:2] for line in after["lines"]] == [
+                [t, str(EPOCHS - 1)] for t in ("ig", "saliency", "gradcam")
+            ]
+            assert [line[3] for line in after["lines"]] != [line[3] for line in before["lines"]], after
+        # compare one explainer at two evaluations: both maps and their difference; both evaluations' curves
         driver.execute_script(
             "const m = document.getElementById('compare-mode'); m.value = 'evaluations';"
             "m.dispatchEvent(new Event('change'));"
         )
         wait_for(driver, "return document.querySelectorAll('#compare-view figure').length === 3")
+        wait_for(driver, "return document.querySelectorAll('#sample-curve-charts polyline.curve').length === 12")
+        for before, after, both in zip(curves, moved, driver.execute_script(CURVES), strict=True):
+            assert [line[:3] for line in both["lines"]] == [
+                *([t, str(EPOCHS - 1), None] for t in ("ig", "saliency", "gradcam")),
+                *([t, "0", "5 3"] for t in ("ig", "saliency", "gradcam")),  # the compared evaluation, dashed
+            ], both
+            assert [line[3] for line in both["lines"]] == [line[3] for line in after["lines"] + before["lines"]]
+            assert both["legend"][0].startswith(f"ig · eval {EPOCHS} · AUC ") and both["legend"][3].startswith(
+                "ig · eval 1 · AUC "
+            ), both
         select_run(driver, "table/version_0")
         assert driver.execute_script("return document.querySelectorAll('#explainers svg.bars').length") == 1
         wait_for(driver, "return document.querySelectorAll('#importance-charts polyline').length === 5")

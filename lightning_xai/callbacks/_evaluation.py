@@ -50,6 +50,8 @@ class Evaluation:
 
     ``samples`` holds, per explained tag, each score's per-sample values ``[B]`` in probe order (NaN where a score
     is undefined for a sample): every metric's scores and ``stability``, whose probe means are the scalars.
+    ``sample_curves`` holds each sample's own ``deletion``/``insertion`` curve ``[B, steps + 1]`` in probe order,
+    whose means are ``curves``.
     """
 
     scalars: dict[str, float | Tensor] = field(default_factory=dict)
@@ -57,6 +59,7 @@ class Evaluation:
     explainers: dict[str, Explainer] = field(default_factory=dict)
     curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
     samples: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+    sample_curves: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
     def update(self, other: Evaluation) -> None:
         """Take ``other``'s entries."""
@@ -294,12 +297,14 @@ def _score(
             "it is skipped. Set mask_key (or return masks from batch_fn)",
         )
         return
-    curve = None
+    curve, per_curves = None, []  # the mean curve; each sample's curve per batch (None: a metric that keeps none)
     try:
         metric.reset()
         scores: list[Tensor] | None = []
         for batch in batches:
             metric.last_scores = None
+            if isinstance(metric, DeletionAUC | InsertionAUC):
+                metric.last_curves = None
             metric.update_from(batch)
             if scores is not None and metric.last_scores is not None:  # a metric of ours, or one accumulating alike
                 scores.append(metric.last_scores.flatten().float().cpu())
@@ -308,6 +313,8 @@ def _score(
             if isinstance(metric, DeletionAUC | InsertionAUC):
                 part = metric.last_curve * batch.target.shape[0]
                 curve = part if curve is None else curve + part
+                found = metric.last_curves
+                per_curves = None if per_curves is None or found is None else [*per_curves, found.float().cpu()]
         value = metric.compute()
     except Exception as err:
         on_error(f"metric {metric.name!r} of explainer {tag!r}", err)
@@ -319,18 +326,21 @@ def _score(
     if curve is not None:
         label = "deletion" if isinstance(metric, DeletionAUC) else "insertion"
         result.curves.setdefault(tag, {})[label] = curve / sum(b.target.shape[0] for b in batches)
+        ordered = _in_probe_order(per_curves, rows)
+        if ordered is not None:
+            result.sample_curves.setdefault(tag, {})[label] = ordered
 
 
 def _in_probe_order(scores: list[Tensor] | None, rows: list[Tensor] | None) -> Tensor | None:
-    """One batch's per-sample scores per metric batch, as one ``[B]`` in probe order (``None`` if they do not fit)."""
+    """Per-sample rows ``[b, ...]`` of each metric batch as one ``[B, ...]`` in probe order (``None``: they misfit)."""
     if not scores:
         return None
     if rows is None:
         return scores[0] if len(scores) == 1 else None
-    if len(scores) != len(rows) or any(s.numel() != r.numel() for s, r in zip(scores, rows, strict=True)):
+    if len(scores) != len(rows) or any(s.shape[0] != r.numel() for s, r in zip(scores, rows, strict=True)):
         return None
     order = torch.cat(rows).cpu()
-    return torch.empty(order.numel()).index_copy_(0, order, torch.cat(scores))
+    return torch.empty(order.numel(), *scores[0].shape[1:]).index_copy_(0, order, torch.cat(scores))
 
 
 def _finite(tag: str, value: float | Tensor, warn: Warn) -> bool:

@@ -128,7 +128,7 @@ class TabWriter:
     def _encode(
         self, result: Evaluation, explained: Explained, labels: Tensor | None, view: View | None
     ) -> tuple[bytes, dict[str, Any], bytes | None]:
-        """The evaluation's maps, index record and probe pixels.
+        """The evaluation's data file (maps, then each sample's curves), index record and probe pixels.
 
         Inputs the tab cannot show get a record with a ``message`` and no maps.
         """
@@ -151,6 +151,9 @@ class TabWriter:
                          "scale": _floats(scale)})  # fmt: skip
             chunks.append(data)
             offset += len(data)
+        curve_chunks, sample_curves = _sample_curves(result, batch, offset) if kind != "unsupported" else ([], [])
+        chunks += curve_chunks
+        offset += sum(len(c) for c in curve_chunks)
         found = explained.predictions
         predictions, confidence = (None, None) if found is None else (found[0].cpu().tolist(), _floats(found[1]))
         classes = class_vector(labels.cpu(), batch) if labels is not None and labels.shape[:1] == (batch,) else None
@@ -204,6 +207,7 @@ class TabWriter:
             "samples": samples,
             "baselines": baselines,
             "curves": curves,
+            "sample_curves": sample_curves,
         }
         if shown.message:
             record["message"] = shown.message
@@ -232,6 +236,24 @@ class TabWriter:
         file_writer = getattr(writer, "file_writer", None) or writer._get_file_writer()
         file_writer.add_summary(marker_summary(line), step)
         file_writer.flush()
+
+
+def _sample_curves(result: Evaluation, batch: int, offset: int) -> tuple[list[bytes], list[dict[str, Any]]]:
+    """Each probe sample's deletion/insertion curves as float16 chunks (from ``offset`` on) and their index entries.
+
+    One chunk ``[B, steps + 1]`` per explained tag and curve, in the order of ``result.attributions``; curves of
+    another number of rows than the probe's are left out. NaN (an undefined regression curve) stays NaN.
+    """
+    chunks, entries = [], []
+    for tag in result.attributions:
+        for kind, curves in sorted(result.sample_curves.get(tag, {}).items()):
+            if curves.dim() != 2 or curves.shape[0] != batch:
+                continue
+            data = curves.detach().float().cpu().clamp(-60000, 60000).half().numpy().astype("<f2").tobytes()
+            entries.append({"tag": tag, "kind": kind, "shape": list(curves.shape), "offset": offset})
+            chunks.append(data)
+            offset += len(data)
+    return chunks, entries
 
 
 def _short(value: float) -> float | None:

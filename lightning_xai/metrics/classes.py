@@ -28,9 +28,20 @@ __all__ = [
 
 
 class DeletionAUC(ModelMetric):
-    """Mean :func:`~lightning_xai.metrics.functional.deletion_auc` (lower is better)."""
+    """Mean :func:`~lightning_xai.metrics.functional.deletion_auc` (lower is better).
+
+    Each ``update`` keeps its batch's curves, detached and on the inputs' device: each sample's
+    :func:`~lightning_xai.metrics.functional.deletion_curve` in ``last_curves`` ``[B, steps + 1]`` (float64; point
+    ``k`` is the target's probability once the fraction ``k / steps`` of the most relevant positions is deleted;
+    regression curves are rescaled, NaN rows where undefined) and their mean in ``last_curve`` ``[steps + 1]``. They
+    are the last batch's only: ``compute`` reduces the scores, not the curves.
+    """
 
     name, higher_is_better = "deletion_auc", False
+    #: Each sample's curve of the last ``update``, ``[B, steps + 1]``.
+    last_curves: Tensor | None = None
+    #: The mean of ``last_curves`` over the batch, ``[steps + 1]``.
+    last_curve: Tensor | None = None
 
     def __init__(self, steps: int = 32, baseline: float = 0.0, max_batch_size: int = 128, **kwargs: object) -> None:
         super().__init__(**kwargs)
@@ -46,7 +57,7 @@ class DeletionAUC(ModelMetric):
         task: TaskLike = None,
         forward_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Add one batch; its mean deletion curve is kept in ``last_curve`` for plotting."""
+        """Add one batch; its deletion curves are kept in ``last_curves`` and their mean in ``last_curve``."""
         curve = F.deletion_curve(
             model,
             inputs,
@@ -58,6 +69,7 @@ class DeletionAUC(ModelMetric):
             task=task,
             forward_kwargs=forward_kwargs,
         )
+        self.last_curves = curve.detach()
         self.last_curve = curve.mean(dim=0)
         self._accumulate(curve_auc(curve))
 
@@ -66,9 +78,16 @@ class InsertionAUC(ModelMetric):
     """Mean :func:`~lightning_xai.metrics.functional.insertion_auc` (higher is better).
 
     Images start from a blurred copy; other inputs from ``baseline`` (for token ids, a token id such as the pad id).
+    Each ``update`` keeps its batch's curves (:func:`~lightning_xai.metrics.functional.insertion_curve`, the score as
+    the fraction ``k / steps`` of the most relevant positions is restored) as :class:`DeletionAUC` does: each
+    sample's in ``last_curves`` ``[B, steps + 1]``, their mean in ``last_curve``.
     """
 
     name, higher_is_better = "insertion_auc", True
+    #: Each sample's curve of the last ``update``, ``[B, steps + 1]``.
+    last_curves: Tensor | None = None
+    #: The mean of ``last_curves`` over the batch, ``[steps + 1]``.
+    last_curve: Tensor | None = None
 
     def __init__(
         self,
@@ -91,7 +110,7 @@ class InsertionAUC(ModelMetric):
         task: TaskLike = None,
         forward_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        """Add one batch; its mean insertion curve is kept in ``last_curve`` for plotting."""
+        """Add one batch; its insertion curves are kept in ``last_curves`` and their mean in ``last_curve``."""
         curve = F.insertion_curve(
             model,
             inputs,
@@ -104,6 +123,7 @@ class InsertionAUC(ModelMetric):
             task=task,
             forward_kwargs=forward_kwargs,
         )
+        self.last_curves = curve.detach()
         self.last_curve = curve.mean(dim=0)
         self._accumulate(curve_auc(curve))
 

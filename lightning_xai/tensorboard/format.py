@@ -6,7 +6,8 @@ files), under ``<run>/plugins/lightning_xai/``, which TensorBoard never downsamp
     <run>/plugins/lightning_xai/
         index.jsonl             one JSON object per line, one line per evaluation, appended in order
         probe_<digest>.u8       the probe's inputs as displayed: uint8 RGB [B, h, w, 3] (images only), once per probe
-        eval_<n>.f16            evaluation n's maps: little-endian float16, explainer after explainer
+        eval_<n>.f16            evaluation n's maps, explainer after explainer, then each sample's deletion and
+                                insertion curves: little-endian float16
 
 An index line (``FORMAT_VERSION`` 1) holds::
 
@@ -23,6 +24,8 @@ An index line (``FORMAT_VERSION`` 1) holds::
      "samples": {"ig": {"deletion_auc": [float | null per sample], ..., "stability": [...]}},
      "baselines": {"baseline_random": {"deletion_auc": 0.4, ...}, "baseline_edges": {...}},   # probe means
      "curves": {"ig": {"deletion": [...], "insertion": [...]}},   # probe-mean curves
+     "sample_curves": [{"tag": "ig", "kind": "deletion" | "insertion", "shape": [B, steps + 1],
+                        "offset": byte offset in the file}],         # each sample's curves, after the maps
      "message": "why the tab shows no maps" (only with kind "unsupported")}
 
 Floats are written to 6 significant digits; ``null`` stands for a score undefined for a sample (NaN). ``samples``
@@ -38,10 +41,19 @@ colour map clips at ±1. Attribution = stored value × scale; a map that is zero
 are summed over channels (absolute values for magnitudes) and area-downsampled so neither side exceeds
 ``MAX_SIDE``; they are drawn at the input's size.
 
-Bytes per evaluation: ``2 × explainers × B × h × w`` for the maps plus an index line of a few kB, e.g. 4
-explainers × 16 samples × 32² → 131,072 B of maps and an index line of 4.3 kB (benchmarks/xai_tab.py: two metrics
-and stability per sample, deletion curves); at the 128² cap the maps take 2.1 MB. The inputs are written once per
-probe (``3 × B × h × w`` bytes).
+``sample_curves`` are the per-sample curves of ``DeletionAUC``/``InsertionAUC`` (``last_curves``), only for the
+curves the monitor computed (none without those metrics; an older record has no such field): row ``i`` of a
+``[B, steps + 1]`` block is sample ``i``'s curve, point ``k`` the target's probability once the fraction
+``k / steps`` of its most relevant positions is deleted (inserted). They are stored as computed, in float16 (an
+error of at most 2.5e-4 for probabilities; regression curves are rescaled as the metric does, clamped to ±60,000,
+NaN where undefined), so ``curves`` is their mean up to that rounding.
+
+Bytes per evaluation: ``2 × explainers × B × h × w`` for the maps, ``2 × B × (steps + 1)`` per explainer and curve
+for the per-sample curves, plus an index line of a few kB, e.g. 4 explainers × 16 samples × 32² → 131,072 B of maps,
+4 × 16 × 9 × 2 = 1,152 B of deletion curves (``DeletionAUC(steps=8)``) and an index line of 4.3 kB
+(benchmarks/xai_tab.py: two metrics and stability per sample, probe-mean deletion curves). With both curves at the
+default ``steps=32``, 4 explainers × 16 samples add 8,448 B. At the 128² cap the maps take 2.1 MB. The inputs are
+written once per probe (``3 × B × h × w`` bytes).
 
 Each run also gets one tensor summary per evaluation (tag ``lightning_xai/evaluation``, ``data_class`` tensor,
 ``plugin_data.content`` = the index line's ``{"format", "evaluation", "file"}``), so that TensorBoard's data

@@ -12,7 +12,8 @@ Routes, under ``/data/plugin/lightning_xai/``:
 * ``/overview``: ``{"runs": <as /runs>, "run": R, "records": <as /evaluations of R>}`` for the first run (or
   ``?run=R``): what the tab needs to open, in one request;
 * ``/evaluations?run=R``: the run's index lines (``format.py``), in order;
-* ``/data?run=R&file=F``: one side file's bytes (an evaluation's fp16 maps or the probe's uint8 pixels).
+* ``/data?run=R&file=F``: one side file's bytes (an evaluation's fp16 maps and per-sample curves, or the probe's
+  uint8 pixels).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-// Small SVG charts for the XAI tab: lines over evaluations with a marker, and signed bars.
+// Small SVG charts for the XAI tab: lines over evaluations with a marker, signed bars, deletion/insertion curves.
 
 import { fmt } from "./colormap.js";
 
@@ -94,5 +94,56 @@ export function barChart({ title, names, values, topK = 10, width = 360 }) {
   el("text", { x: labelWidth + 14, y: ly, class: "legend" }, svg).textContent = "positive (for the target)";
   el("rect", { x: labelWidth + 170, y: ly - 9, width: 10, height: 10, fill: "#2166ac" }, svg);
   el("text", { x: labelWidth + 184, y: ly, class: "legend" }, svg).textContent = "negative";
+  return svg;
+}
+
+/**
+ * Curves over the fraction of positions removed or inserted (x from 0 to 1, point k of n + 1 at k / n), the model's
+ * score on y (at least 0 to 1). series: [{name, values: [number|null per point], color, dash?, data?}]; a series'
+ * ``data`` become data-* attributes of its line. Returns an <svg> with a title, labelled axes and a legend in
+ * ``columns`` columns.
+ */
+export function curveChart({ title, xLabel, series, yLabel = "model score (target p)", columns = 2, width = 380 }) {
+  const height = 200;
+  const rows = Math.ceil(series.length / columns);
+  const svg = el("svg", { width, height: height + 18 * rows, class: "chart curve-chart" });
+  const pad = { left: 52, right: 12, top: 20, bottom: 36 };
+  el("text", { x: 4, y: 13, class: "chart-title" }, svg).textContent = title;
+  const values = series.flatMap((s) => s.values.filter((v) => v !== null && Number.isFinite(v)));
+  const low = Math.min(0, ...values);
+  const high = Math.max(1, ...values);
+  const px = (t) => pad.left + t * (width - pad.left - pad.right);
+  const py = (v) => pad.top + (1 - (v - low) / (high - low)) * (height - pad.top - pad.bottom);
+  const bottom = height - pad.bottom;
+  el("line", { x1: pad.left, x2: pad.left, y1: pad.top, y2: bottom, class: "axis" }, svg);
+  el("line", { x1: pad.left, x2: width - pad.right, y1: bottom, y2: bottom, class: "axis" }, svg);
+  for (const v of [low, (low + high) / 2, high]) {
+    el("text", { x: pad.left - 4, y: py(v) + 4, class: "tick", "text-anchor": "end" }, svg).textContent = fmt(v);
+  }
+  for (const t of [0, 0.5, 1]) {
+    el("text", { x: px(t), y: bottom + 13, class: "tick", "text-anchor": "middle" }, svg).textContent = String(t);
+  }
+  el("text", { x: px(0.5), y: bottom + 28, class: "axis-label", "text-anchor": "middle" }, svg).textContent = xLabel;
+  const middle = (pad.top + bottom) / 2;
+  el("text", { x: 12, y: middle, class: "axis-label", "text-anchor": "middle", transform: `rotate(-90 12 ${middle})` },
+    svg).textContent = yLabel;  // prettier-ignore
+  if (!values.length) {
+    el("text", { x: pad.left + 8, y: middle, class: "chart-empty" }, svg).textContent = "no values";
+  }
+  series.forEach((s, k) => {
+    const n = Math.max(1, s.values.length - 1);
+    const points = s.values
+      .map((v, j) => (v === null || !Number.isFinite(v) ? null : `${px(j / n).toFixed(1)},${py(v).toFixed(1)}`))
+      .filter((p) => p !== null);
+    const line = { points: points.join(" "), fill: "none", stroke: s.color, "stroke-width": 2, class: "curve" };
+    if (s.dash) line["stroke-dasharray"] = s.dash;
+    for (const [key, value] of Object.entries(s.data || {})) line[`data-${key}`] = value;
+    el("polyline", line, svg);
+    const lx = 8 + (k % columns) * ((width - 8) / columns);
+    const ly = height + 4 + 18 * Math.floor(k / columns);
+    const key = { x1: lx, x2: lx + 14, y1: ly + 5, y2: ly + 5, stroke: s.color, "stroke-width": 2 };
+    el("line", s.dash ? { ...key, "stroke-dasharray": s.dash } : key, svg);
+    el("text", { x: lx + 18, y: ly + 9, class: "legend" }, svg).textContent = s.name;
+  });
   return svg;
 }

@@ -11,7 +11,9 @@ const helpers = Promise.all([import("./static/colormap.js"), import("./static/ch
 helpers.catch(() => null);
 document.head.append(Object.assign(document.createElement("link"), { rel: "stylesheet", href: "./static/style.css" }));
 
-let DIVERGING, SEQUENTIAL, decodeHalf, fmt, lutIndex, PALETTE, barChart, lineChart, sampleScoreCharts, probeScoreCharts;
+let DIVERGING, SEQUENTIAL, decodeHalf, fmt, lutIndex, PALETTE, barChart, lineChart;
+let sampleScoreCharts, probeScoreCharts, decodeSampleCurves, sampleCurveCharts;
+const CURVES = Symbol("each sample's curves"); // the key of an evaluation's curves beside its maps (keyed by tag)
 
 const SIZE = 176; // displayed side of the sample's pictures, in CSS pixels
 const THUMB = 72;
@@ -65,6 +67,7 @@ function loadMaps(record) {
           const count = m.shape.reduce((a, b) => a * b, 1);
           out[m.tag] = decodeHalf(buffer, m.offset, count);
         }
+        out[CURVES] = decodeSampleCurves(buffer, record);
         return out;
       });
     promise.catch(() => state.maps.delete(key));
@@ -199,7 +202,7 @@ function skeleton() {
       h("section", { id: "compare" }, h("h2", {}, "Compare"), h("div", { id: "compare-controls" }),
         h("div", { id: "compare-view" })),
       h("section", { id: "sample-scores" }, h("h2", { id: "sample-scores-title" }, "This sample's scores"),
-        h("div", { id: "sample-score-charts" })),
+        h("div", { id: "sample-curve-charts" }), h("div", { id: "sample-score-charts" })),
       h("section", { id: "scores" }, h("h2", {}, "Scores over evaluations (means over the probe)"),
         h("div", { id: "score-charts" }))),
   );  // prettier-ignore
@@ -219,8 +222,10 @@ export async function render() {
   document.body.dataset.moduleStartMs = String(performance.now());
   let first;
   try {
-    [[{ DIVERGING, SEQUENTIAL, decodeHalf, fmt, lutIndex }, { PALETTE, barChart, lineChart }, { sampleScoreCharts, probeScoreCharts }], first] =
+    let scores;
+    [[{ DIVERGING, SEQUENTIAL, decodeHalf, fmt, lutIndex }, { PALETTE, barChart, lineChart }, scores], first] =
       await Promise.all([helpers, overview.catch((err) => ({ error: err }))]);
+    ({ sampleScoreCharts, probeScoreCharts, decodeSampleCurves, sampleCurveCharts } = scores);
   } catch (err) {
     document.body.textContent = `The XAI tab could not load its modules: ${err.message}`;
     return;
@@ -308,8 +313,9 @@ async function drawNow() {
   await nextFrame(); // charts and comparisons after the maps are painted
   if (token !== state.drawn) return;
   drawCompare(record, maps, token);
-  drawSampleScores(record);
   drawScores(record);
+  await drawSampleScores(record, maps, token);
+  if (token !== state.drawn) return;
   body.complete = String(record.evaluation);
   body.completeMs = String(performance.now() - start);
   prefetchAround(token);
@@ -322,7 +328,8 @@ function drawUnsupported(record, start) {
   $("sample-title").textContent = "";
   $("explainers").replaceChildren(h("p", { class: "muted" }, record.message || ""));
   $("explainers").dataset.key = "";
-  for (const id of ["compare-controls", "compare-view", "sample-score-charts"]) $(id).replaceChildren();
+  const cleared = ["compare-controls", "compare-view", "sample-curve-charts", "sample-score-charts"];
+  for (const id of cleared) $(id).replaceChildren();
   drawScores(record);
   const body = document.body.dataset;
   body.drawn = body.complete = String(record.evaluation);
@@ -560,12 +567,23 @@ async function drawCompare(record, maps, token) {
   }
 }
 
-function drawSampleScores(record) {
+/** Sample i's curves at the shown evaluation (and at the compared one), then its scores over evaluations. */
+async function drawSampleScores(record, maps, token) {
   const i = state.sample;
-  $("sample-scores-title").textContent = `Sample ${i}: its scores over evaluations`;
+  $("sample-scores-title").textContent = `Sample ${i}: its curves at this evaluation and its scores over evaluations`;
   const charts = sampleScoreCharts(state.records, record, state.index, i);
   const empty = "No per-sample scores were logged (pass metrics=[...]; stability needs two evaluations).";
   $("sample-score-charts").replaceChildren(...(charts.length ? charts : [h("p", { class: "muted" }, empty)]));
+  const c = state.compare;
+  const shown = [{ record, curves: maps[CURVES], label: `eval ${state.index + 1}` }];
+  if (record.kind === "image" && c.mode === "evaluations" && c.other !== state.index && state.records[c.other]) {
+    const other = state.records[c.other];
+    shown.push({ record: other, curves: (await loadMaps(other))[CURVES], label: `eval ${c.other + 1}` });
+    if (token !== state.drawn) return; // a newer draw owns the charts
+  }
+  const curves = sampleCurveCharts(shown, record.maps.map((m) => m.tag), i);
+  const none = "No per-sample deletion or insertion curves (pass DeletionAUC() or InsertionAUC() in metrics=[...]).";
+  $("sample-curve-charts").replaceChildren(...(curves.length ? curves : [h("p", { class: "muted" }, none)]));
 }
 
 function drawScores(record) {

@@ -1,6 +1,8 @@
-// The XAI tab's score charts: one probe sample's scores over evaluations, and the probe's means with the baselines.
+// The XAI tab's score charts: one probe sample's deletion and insertion curves and its scores over evaluations, and
+// the probe's means with the baselines.
 
-import { PALETTE, lineChart } from "./charts.js";
+import { PALETTE, curveChart, lineChart } from "./charts.js";
+import { decodeHalf, fmt } from "./colormap.js";
 
 /** The reference maps of AttributionMonitor(baselines=True), drawn dashed. */
 const BASELINE_STYLE = { baseline_random: "#757575", baseline_edges: "#000000" };
@@ -64,6 +66,58 @@ export function probeScoreCharts(records, record, index) {
     const steps = series[0].values.map((_, j) => j);
     const title = `${kind} curve at this evaluation, probe mean (x: ${kind === "deletion" ? "removal" : "insertion"} step)`;
     charts.push(lineChart({ title, x: steps, series, marker: null }));
+  }
+  return charts;
+}
+
+/** Each sample's curves in an evaluation's file (format.py ``sample_curves``): {tag: {kind: Float32Array [B × n]}}. */
+export function decodeSampleCurves(buffer, record) {
+  const out = {};
+  for (const c of record.sample_curves || []) {
+    out[c.tag] = out[c.tag] || {};
+    out[c.tag][c.kind] = decodeHalf(buffer, c.offset, c.shape[0] * c.shape[1]);
+  }
+  return out;
+}
+
+/** The trapezoid area under a curve sampled at equal steps over [0, 1] (the metrics' AUC). */
+function area(values) {
+  let sum = 0;
+  for (let j = 1; j < values.length; j++) sum += (values[j - 1] + values[j]) / 2;
+  return sum / Math.max(1, values.length - 1);
+}
+
+/**
+ * Sample i's deletion and insertion curves at the shown evaluations: shown = [{record, curves, label}], the first
+ * drawn solid, a second (compare mode) dashed; a line per explainer, coloured as in the score charts (tags).
+ * Returns a chart per kind of curve that some shown evaluation has (none without DeletionAUC/InsertionAUC).
+ */
+export function sampleCurveCharts(shown, tags, i) {
+  const charts = [];
+  for (const kind of ["deletion", "insertion"]) {
+    const xLabel = `fraction of features ${kind === "deletion" ? "removed" : "inserted"}`;
+    const series = [];
+    shown.forEach(({ record, curves, label }, n) => {
+      for (const entry of record.sample_curves || []) {
+        if (entry.kind !== kind || !curves[entry.tag] || !curves[entry.tag][kind]) continue;
+        const points = entry.shape[1];
+        const values = Array.from(curves[entry.tag][kind].subarray(i * points, (i + 1) * points));
+        const k = tags.indexOf(entry.tag);
+        series.push({
+          name: `${entry.tag}${shown.length > 1 ? ` · ${label}` : ""} · AUC ${fmt(area(values))}`,
+          color: PALETTE[(k < 0 ? tags.length : k) % PALETTE.length],
+          dash: n ? "5 3" : null,
+          values,
+          data: { tag: entry.tag, evaluation: String(record.evaluation) },
+        });
+      }
+    });
+    if (!series.length) continue;
+    const compared = shown.length > 1 ? `${shown[0].label} vs ${shown[1].label} (dashed)` : shown[0].label;
+    const title = `${kind} curve of sample ${i}: ${compared}`;
+    const chart = curveChart({ title, xLabel, series, columns: shown.length > 1 ? 1 : 2 });
+    chart.dataset.kind = kind;
+    charts.push(chart);
   }
   return charts;
 }
