@@ -1,8 +1,9 @@
 """DeepLift, DeepLiftShap, Guided Backprop, Deconvolution, Guided Grad-CAM and RISE against Captum and their floors.
 
-Model: the demo SmallCNN on 1x32x32 inputs, 10 classes, 32 samples, 2 threads. Every case runs its three contenders
-(ours, Captum, the floor) in turn, `--repeats` rounds interleaved so that a change of machine load hits all three,
-and reports medians. The floors are the model's own cost for the passes a method needs:
+Model: the demo SmallCNN (`--width` 16: 16 and 32 channels) on 1x32x32 inputs, 10 classes, 32 samples, 2
+threads. Every case runs its three contenders (ours, Captum, the floor) in turn, `--repeats` rounds interleaved so
+that a change of machine load hits all three, and reports medians. The floors are the model's own cost for the
+passes a method needs:
 
 * DeepLift: forward and input-gradient backward of the B input rows (`torch.autograd.grad`, no weight gradients),
   the issue's floor; the method also runs its reference (one row for a constant baseline) without gradients.
@@ -14,7 +15,10 @@ and reports medians. The floors are the model's own cost for the passes a method
   (Grad-CAM's pass and the guided pass).
 * RISE with N masks: forwards of the N * B masked rows, `max_batch_size` (128) at a time, without gradients.
 
-    python benchmarks/methods.py [--repeats 5] [--threads 2] [--only deeplift rise ...]
+DeepLift also runs on inputs whose top and bottom quarters equal the baseline (as digits' background does), where
+the rules take their |Δx| < eps fallbacks.
+
+    python benchmarks/methods.py [--repeats 5] [--threads 2] [--width 16] [--only deeplift rise ...]
 """
 
 from __future__ import annotations
@@ -61,10 +65,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only the cases whose name starts with one of these")
+    parser.add_argument("--width", type=int, default=16, help="SmallCNN's width (channels of its first conv)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = SmallCNN(num_classes=10).eval()
+    model = SmallCNN(num_classes=10, width=args.width).eval()
     x = torch.randn(BATCH, 1, 32, 32)
     target = model(x).argmax(1).detach()
     refs = torch.randn(4, 1, 32, 32)
@@ -92,6 +97,9 @@ def main() -> None:
         return run
 
     pairs = torch.cat([x, torch.zeros_like(x)])
+    background = x.clone()  # digits-like: rows equal to the zero baseline, where the rules take their fallbacks
+    background[..., :8, :] = 0.0
+    background[..., -8:, :] = 0.0
     shap_rows = x.repeat_interleave(4, 0)
     # name: (ours, captum, floor, what the floor is)
     cases: dict[str, tuple[Callable, Callable | None, Callable, str]] = {
@@ -99,6 +107,12 @@ def main() -> None:
             lambda: DeepLift()(model, x, target),
             lambda: ca.DeepLift(model).attribute(x, target=target),
             gradient_floor(x, BATCH),
+            "fwd B + bwd",
+        ),
+        "deeplift (zero background)": (
+            lambda: DeepLift()(model, background, target),
+            lambda: ca.DeepLift(model).attribute(background, target=target),
+            gradient_floor(background, BATCH),
             "fwd B + bwd",
         ),
         "deeplift_shap (4 references)": (
@@ -133,7 +147,7 @@ def main() -> None:
         ),
     }
     rounds = f"medians of {args.repeats} interleaved rounds"
-    print(f"SmallCNN, {BATCH} samples of 1x32x32, {args.threads} threads, {rounds}\n")
+    print(f"SmallCNN(width={args.width}), {BATCH} samples of 1x32x32, {args.threads} threads, {rounds}\n")
     columns = ("ours", "captum", "floor", "ours/floor", "captum/ours")
     print(f"{'method (seconds)':30s} " + " ".join(f"{c:>11s}" for c in columns) + "  floor")
     for name, (ours, captum, floor, what) in cases.items():

@@ -425,8 +425,9 @@ def _maxpool(
         # Δx at the input's maximum of each window (x there is y) and at the reference's (x' there is y')
         at_input = torch.sub(y, _pick(x_ref, indices.flatten(2), state).view_as(y), out=state.scratch(y, "input"))
         at_reference = _pick(x.detach(), ref_indices, state).view_as(y).sub_(y_ref)
-        up = torch.clamp_min(torch.sub(y, y_ref, out=state.own(y)), 0)  # max(y, y') - y'
-        down = torch.sub(y, y_ref, out=state.own(y)).sub_(up)  # y - max(y, y'): negative below the reference
+        delta = torch.sub(y, y_ref, out=state.own(y))
+        up = torch.clamp_min(delta, 0, out=state.own(y))  # max(y, y') - y'
+        down = delta.sub_(up)  # y - max(y, y'): negative where the window fell below its reference
         # the gradient where |Δx| < eps: 1 on the input's route, 0 on the reference's
         routes = [(indices.flatten(2), _ratio(up, at_input, state, 1.0).flatten(2))]
         if bool(down.amin() < 0):
