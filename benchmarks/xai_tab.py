@@ -10,7 +10,9 @@ the monitor calls the tab's writer at each evaluation. Reports:
     ``/#lightning_xai`` (TensorBoard's whole page loads first) and by clicking the XAI tab in a TensorBoard already
     open on the scalars. Each is split into the time until TensorBoard creates the tab's iframe and the tab's own
     time, from its iframe's start to the probe grid and the first sample's maps drawn (measured on the iframe's own
-    clock, ``performance.timeOrigin``), with the requests the tab made;
+    clock, ``performance.timeOrigin``), with the requests the tab made. For the navigation, TensorBoard's own page
+    is split too: its bundle received, its ``/data/plugins_listing`` request sent and answered (the tab can only be
+    created after it), and the main thread's long tasks (> 50 ms, ``PerformanceObserver``) before the iframe;
   * the time the evaluations slider takes to redraw the heatmaps (and everything: the sample's curves at the
     evaluation and every score chart): a jump to an evaluation not fetched yet (fetch, decode, draw), a step to the
     next one (which the tab prefetches), a revisit.
@@ -164,6 +166,25 @@ return {origin: performance.timeOrigin, module: Number(body.moduleStartMs), draw
 """
 
 
+#: Run in every page before its own scripts: the top page's long tasks (TensorBoard's bundle, its rendering).
+LONG_TASKS = """
+if (window.top === window) {
+  window.longTasks = [];
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) window.longTasks.push([e.startTime, e.duration]);
+  }).observe({type: 'longtask', buffered: true});
+}
+"""
+
+#: In TensorBoard's page, after a navigation: when its bundle and its plugins listing arrived, and its long tasks.
+TOP = """
+const find = (path) => performance.getEntriesByType('resource').find(e => new URL(e.name).pathname === path);
+const bundle = find('/index.js'), listing = find('/data/plugins_listing');
+return {bundle_end: bundle ? bundle.responseEnd : null, listing: listing ? [listing.startTime, listing.responseEnd,
+        listing.responseStart - listing.requestStart] : null, long_tasks: window.longTasks || []};
+"""
+
+
 def _open_tab(driver, url: str | None, click: bool) -> dict:
     """Navigate to ``url`` (or click the XAI tab of the page shown) and wait until the tab has drawn; timings."""
     driver.switch_to.default_content()
@@ -178,12 +199,15 @@ def _open_tab(driver, url: str | None, click: bool) -> dict:
         driver.get(url)
         start = 0.0
     top_origin = driver.execute_script("return performance.timeOrigin")
+    top = None
     deadline = time.monotonic() + 60
     while True:
         if time.monotonic() > deadline:
             raise TimeoutError("the XAI tab did not draw within 60 s")
         frames = driver.find_elements("css selector", 'iframe[src*="plugin_entry"]')
         if frames:
+            if top is None and not click:
+                top = driver.execute_script(TOP)
             driver.switch_to.frame(frames[0])
             if driver.execute_script("return document.body && document.body.dataset.firstDrawnMs"):
                 inner = driver.execute_script(INNER)
@@ -191,13 +215,26 @@ def _open_tab(driver, url: str | None, click: bool) -> dict:
             driver.switch_to.default_content()
         time.sleep(0.01)
     offset = inner["origin"] - top_origin  # the iframe's start on the page's clock
-    return {
+    page = {}
+    if top is not None and top["listing"] and top["bundle_end"]:
+        busy = sum(min(begin + length, offset) - begin for begin, length in top["long_tasks"] if begin < offset)
+        page = {
+            "bundle_end_s": top["bundle_end"] / 1000,
+            "listing_sent_s": top["listing"][0] / 1000,
+            "listing_answered_s": top["listing"][1] / 1000,
+            "listing_server_ms": top["listing"][2],
+            "long_tasks_before_iframe_s": busy / 1000,
+        }
+    return page | {
         "whole_s": (offset + inner["drawn"] - start) / 1000,
         "before_iframe_s": (offset - start) / 1000,
         "tab_s": inner["drawn"] / 1000,
         "module_start_s": inner["module"] / 1000,
         "resources": inner["resources"],
     }
+
+
+PAGE_KEYS = ("bundle_end_s", "listing_sent_s", "listing_answered_s", "listing_server_ms", "long_tasks_before_iframe_s")
 
 
 def browser(base: str, evaluations: int, repeats: int = 5) -> dict[str, float]:
@@ -211,6 +248,7 @@ def browser(base: str, evaluations: int, repeats: int = 5) -> dict[str, float]:
         options.add_argument(argument)
     options.add_argument("--window-size=1500,1300")
     driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": LONG_TASKS})
     results: dict[str, float] = {}
     try:
         navigated, clicked = [], []
@@ -228,9 +266,13 @@ def browser(base: str, evaluations: int, repeats: int = 5) -> dict[str, float]:
                 time.sleep(0.05)
             time.sleep(1.0)  # let the scalars dashboard settle
             clicked.append(_open_tab(driver, None, click=True))
+        for key in ("whole_s", "before_iframe_s", "listing_sent_s", "long_tasks_before_iframe_s"):  # the first is cold
+            results[f"navigate_{key}_each"] = [round(r[key], 3) if key in r else None for r in navigated]
         for name, runs in (("navigate", navigated), ("click", clicked)):
-            for key in ("whole_s", "before_iframe_s", "tab_s", "module_start_s"):
-                values = [r[key] for r in runs]
+            for key in ("whole_s", "before_iframe_s", "tab_s", "module_start_s", *PAGE_KEYS):
+                values = [r[key] for r in runs if key in r]
+                if not values:
+                    continue
                 results[f"{name}_{key}_median"] = statistics.median(values)
                 results[f"{name}_{key}_max"] = max(values)
         last = navigated[-1]["resources"]
