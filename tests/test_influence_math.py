@@ -221,3 +221,23 @@ def test_conv_per_sample_gradients_from_patches_and_from_grouped_calls_equal_vma
 
     assert model.large.weight[0].numel() <= _SMALL_PATCH < model.wide.weight[0].numel()
     check(model, None, x, data((2, 9, 9), 2, 3, 2))
+
+
+def test_a_probe_in_ghost_form_meets_training_gradients_of_a_grouped_call():
+    torch.manual_seed(0)
+
+    class Pooled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(6, 4, 4)  # 96 weights per output channel: a grouped call when dense
+            self.head = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.conv(x).tanh().mean((2, 3)))
+
+    model = Pooled().double()
+    train, probe = data((6, 9, 9), 2, 5, 1), data((6, 4, 4), 2, 3, 2)  # 36 positions against one
+    recorded = gradient_features(model, {"conv": model.conv}, train[0].double(), train[1])
+    assert recorded["conv"].goi is not None  # the weight's own column order
+    assert gradient_features(model, {"conv": model.conv}, probe[0].double(), probe[1])["conv"].dense is None
+    check(model, None, train, probe)

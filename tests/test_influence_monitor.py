@@ -310,3 +310,36 @@ def test_no_hook_remains_after_a_fit_or_a_failed_step(tmp_path):
     with pytest.raises(RuntimeError, match="step failed"):
         fit(tmp_path, "cnn", [InfluenceMonitor(num_probe=2)], logger=False, model=failing)
     assert hooks(failing) == []
+
+
+def test_the_loss_scale_is_fitted_on_the_closed_form_cross_entropy_gradient():
+    from lightning_xai.callbacks._influence_capture import _loss_gradient
+    from lightning_xai.influence import per_sample_cross_entropy
+
+    generator = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 4, generator=generator).double(), torch.tensor([0, 3, -100, 1, 2, 3])
+    leaf = logits.clone().requires_grad_()
+    want = torch.autograd.grad(F.cross_entropy(leaf, labels, reduction="sum"), leaf)[0]  # -100: ignored, zero row
+    torch.testing.assert_close(_loss_gradient(per_sample_cross_entropy, logits.clone(), labels), want)
+    assert want[2].abs().max() == 0 and want.abs().max() > 0.1
+    squared = _loss_gradient(lambda out, y: out.square().sum(1), logits.clone(), labels)  # any other loss: autograd
+    torch.testing.assert_close(squared, 2 * logits)
+
+
+def test_no_step_s_activations_stay_in_memory(tmp_path, monkeypatch):
+    import gc
+    import weakref
+
+    from lightning_xai.callbacks._influence_capture import StepCapture
+
+    outputs, start = [], StepCapture.start
+
+    def watched(self):
+        start(self)
+        for module in self.layers.values():
+            self._handles.append(module.register_forward_hook(lambda m, a, out: outputs.append(weakref.ref(out))))
+
+    monkeypatch.setattr(StepCapture, "start", watched)
+    fit(tmp_path, "cnn", [InfluenceMonitor(num_probe=2)], logger=False)
+    gc.collect()
+    assert len(outputs) > 10 and all(ref() is None for ref in outputs)  # a hook holding the capture leaked them

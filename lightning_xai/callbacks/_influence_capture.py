@@ -21,13 +21,29 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution._model import logits_of
-from lightning_xai.influence import Features, LossFn, layer_features
+from lightning_xai.influence import Features, LossFn, layer_features, per_sample_cross_entropy
 
 __all__ = ["CaptureError", "StepCapture"]
 
 
 class CaptureError(RuntimeError):
     """The training step's own pass cannot give the per-sample gradients (the message says why)."""
+
+
+def _loss_gradient(loss_fn: LossFn, logits: Tensor, labels: Tensor) -> Tensor:
+    """``d sum_i loss_fn(logits_i, labels_i) / d logits``; for cross-entropy of ``[N, C]`` logits in closed form."""
+    if (
+        loss_fn is per_sample_cross_entropy
+        and logits.dim() == 2
+        and labels.dim() == 1
+        and not labels.is_floating_point()
+    ):
+        grad = torch.log_softmax(logits, 1).exp()  # softmax - one_hot(labels), as autograd computes it
+        grad.scatter_add_(1, labels.clamp(min=0).unsqueeze(1), grad.new_full((labels.shape[0], 1), -1.0))
+        return grad * (labels >= 0).unsqueeze(1)  # ignored labels (-100) have no loss
+    with torch.enable_grad():
+        logits = logits.requires_grad_()
+        return torch.autograd.grad(loss_fn(logits, labels).sum(), logits)[0]
 
 
 def _tolerance(dtype: torch.dtype) -> float:
@@ -50,7 +66,7 @@ class StepCapture:
         self.grads: dict[str, list[Tensor | None]] = {name: [] for name in layers}
         self.outputs: dict[str, list[Tensor]] = {name: [] for name in layers}
         self.logits: Tensor | None = None
-        self.logit_grad: Tensor | None = None
+        self._logit_grad: list[Tensor] = []
         self.calls, self.problem = 0, ""
         self._depth = 0
         self._handles: list[Any] = []
@@ -68,6 +84,20 @@ class StepCapture:
             handle.remove()
         self._handles.clear()
 
+    def release(self) -> None:
+        """Stop, and drop every recorded tensor (the step's activations and gradients) once they have been used.
+
+        The tensor hooks hold only the lists they fill, never the capture or a recorded output: a hook that did
+        would make a reference cycle through autograd that Python's collector cannot see, and every step's
+        activations would stay in memory.
+        """
+        self.stop()
+        for kept in (self.inputs, self.grads, self.outputs):
+            for values in kept.values():
+                values.clear()
+        self.logits = None
+        self._logit_grad.clear()
+
     def _enter(self, module: nn.Module, args: tuple) -> None:
         self._depth += 1
         self.calls += 1
@@ -83,10 +113,17 @@ class StepCapture:
             return
         if logits.requires_grad:
             self.logits = logits
-            logits.register_hook(self._keep_logit_grad)
+            kept = self._logit_grad
 
-    def _keep_logit_grad(self, grad: Tensor) -> None:
-        self.logit_grad = grad
+            def keep(grad: Tensor) -> None:  # holds no reference to the capture (see release)
+                kept.append(grad)
+
+            logits.register_hook(keep)
+
+    @property
+    def logit_grad(self) -> Tensor | None:
+        """The gradient of the training loss with respect to the module's output (after the backward)."""
+        return self._logit_grad[-1] if self._logit_grad else None
 
     def _layer_hook(self, name: str) -> Callable[[nn.Module, tuple, Any], None]:
         def hook(module: nn.Module, args: tuple, output: Any) -> None:
@@ -96,14 +133,14 @@ class StepCapture:
             if not args or not isinstance(args[0], Tensor) or not isinstance(output, Tensor):
                 self.problem = self.problem or f"layer {name!r} does not map a tensor to a tensor"
                 return
-            slot = len(self.inputs[name])
+            slot, kept = len(self.inputs[name]), self.grads[name]
             self.inputs[name].append(args[0].detach())
-            self.grads[name].append(None)
+            kept.append(None)
             self.outputs[name].append(output)
             if output.requires_grad:
 
-                def keep(grad: Tensor) -> None:
-                    self.grads[name][slot] = grad
+                def keep(grad: Tensor) -> None:  # holds no reference to the capture or the output (see release)
+                    kept[slot] = grad
 
                 output.register_hook(keep)
 
@@ -145,14 +182,13 @@ class StepCapture:
             raise CaptureError("the module's output did not reach the training loss")
         if self.logits.shape[0] != rows:
             raise CaptureError(f"the module's output has {self.logits.shape[0]} rows but the batch {rows} samples")
-        with torch.enable_grad():
-            logits = self.logits.detach().float().requires_grad_()
-            ours = torch.autograd.grad(loss_fn(logits, labels).sum(), logits)[0]
+        ours = _loss_gradient(loss_fn, self.logits.detach().float(), labels)
         seen = self.logit_grad.float()
-        norm = ours.square().sum()
-        scale = (seen * ours).sum() / norm if norm > 0 else seen.new_zeros(())
-        residual = (seen - scale * ours).square().sum().sqrt()
-        if not scale > 0 or residual > _tolerance(self.logit_grad.dtype) * seen.square().sum().sqrt():
+        scale = (seen * ours).sum() / ours.square().sum().clamp_min(torch.finfo(ours.dtype).tiny)  # 0 if ours is 0
+        residual = torch.linalg.vector_norm(seen - scale * ours)
+        excess = residual - _tolerance(self.logit_grad.dtype) * torch.linalg.vector_norm(seen)
+        positive, within = torch.stack([scale, -excess]).tolist()  # one host sync for the two checks
+        if not positive > 0 or not within >= 0:
             raise CaptureError("the training loss is not a multiple of the per-sample sum of loss_fn")
         features = {}
         for name, module in self.layers.items():

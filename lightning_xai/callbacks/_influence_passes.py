@@ -17,7 +17,9 @@ from lightning_xai.callbacks.batch import BatchSpec, Key
 from lightning_xai.influence import Features, LossFn, gradient_features
 
 __all__ = [
+    "check_arguments",
     "dataset_length",
+    "norm_buffers",
     "norm_state",
     "optimizer_groups",
     "read_training_batch",
@@ -26,6 +28,35 @@ __all__ = [
     "separate_features",
     "read_validation",
 ]
+
+
+MODES = ("train", "eval")
+
+
+def check_arguments(
+    *, num_probe: Any, every_n_steps: Any, top_k: Any, probe_every: Any, log_every_n_epochs: Any, top_fraction: Any,
+    lr: Any, layers: Any, index_key: Any, mode: Any,
+) -> None:  # fmt: skip
+    """Check :class:`~lightning_xai.callbacks.InfluenceMonitor`'s arguments.
+
+    Raises:
+        ValueError: naming the argument, the value received and what is valid.
+    """
+    checked = (("num_probe", num_probe, 0), ("every_n_steps", every_n_steps, 1), ("top_k", top_k, 1),
+               ("probe_every", probe_every, 1), ("log_every_n_epochs", log_every_n_epochs, 1))  # fmt: skip
+    for name, value, low in checked:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+    if not isinstance(top_fraction, float | int) or not 0 < top_fraction <= 1:
+        raise ValueError(f"top_fraction must be in (0, 1]; got {top_fraction!r}")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0):
+        raise ValueError(f"lr must be a positive number or None (the optimizer's); got {lr!r}")
+    if layers is not None and (isinstance(layers, str) or not all(isinstance(n, str) for n in layers)):
+        raise ValueError(f"layers must be a list of layer names or None (every Linear and Conv); got {layers!r}")
+    if index_key is not None and (isinstance(index_key, bool) or not isinstance(index_key, int | str)):
+        raise ValueError(f"index_key must be a position, a key or None; got {index_key!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {list(MODES)}; got {mode!r}")
 
 
 def read_training_batch(spec: BatchSpec, batch: Any, index_key: Key | None) -> tuple[Probe, Tensor]:
@@ -86,14 +117,16 @@ def dataset_length(trainer: pl.Trainer) -> int:
         return 0
 
 
-def saved_norm_state(module: nn.Module) -> list[tuple[Tensor, Tensor]]:
-    """``(buffer, copy)`` of every normalisation buffer (running statistics) of ``module``, as they are now."""
+def norm_buffers(module: nn.Module) -> list[Tensor]:
+    """Every normalisation buffer (running statistics) of ``module``."""
     return [
-        (buffer, buffer.detach().clone())
-        for child in module.modules()
-        if isinstance(child, _NormBase)
-        for buffer in child.buffers(recurse=False)
+        buffer for child in module.modules() if isinstance(child, _NormBase) for buffer in child.buffers(recurse=False)
     ]
+
+
+def saved_norm_state(buffers: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """``(buffer, copy)`` of every buffer of :func:`norm_buffers`, as they are now."""
+    return [(buffer, buffer.detach().clone()) for buffer in buffers]
 
 
 @contextlib.contextmanager

@@ -36,7 +36,10 @@ class Features:
     Either ``inputs`` ``[N, groups, T, da]`` and ``grads`` ``[N, groups, T, dg]`` (the weight gradient of sample
     ``n`` is ``sum_t grads[n, :, t] outer inputs[n, :, t]``, one block per group, and the bias gradient
     ``sum_t grads[n, :, t]`` when ``bias``; ``weight=False`` when only the bias trains), or ``dense`` ``[N, D]``:
-    the flattened per-sample gradients themselves.
+    the flattened per-sample gradients themselves, with ``tail`` ``[N, D']`` their last columns (a convolution's
+    bias) when they are kept apart, which saves joining them into one copy. A Linear or Conv layer's weight columns
+    come in (group, input, output) order, or, when ``goi`` gives the sizes ``(groups, outputs, inputs)``, in the
+    weight's own (group, output, input) order; :func:`gram` aligns the two where they meet.
     """
 
     inputs: Tensor | None = None
@@ -44,6 +47,8 @@ class Features:
     dense: Tensor | None = None
     bias: bool = False
     weight: bool = True
+    tail: Tensor | None = None
+    goi: tuple[int, int, int] | None = None
 
     @property
     def rows(self) -> int:
@@ -53,16 +58,28 @@ class Features:
     def take(self, rows: slice) -> Features:
         """The features of the samples at ``rows``."""
         if self.dense is not None:
-            return Features(dense=self.dense[rows])
+            tail = None if self.tail is None else self.tail[rows]
+            return Features(dense=self.dense[rows], tail=tail, goi=self.goi)
         return Features(self.inputs[rows], self.grads[rows], bias=self.bias, weight=self.weight)
 
-    def densify(self) -> Tensor:
-        """The per-sample gradients ``[N, D]``."""
+    def blocks(self) -> list[Tensor]:
+        """The per-sample gradients as column blocks ``[N, D_k]`` (formed from the inputs and gradients if needed)."""
         if self.dense is None:
             parts = [torch.einsum("nkti,nkto->nkio", self.inputs, self.grads).flatten(1)] if self.weight else []
             parts += [self.grads.sum(2).flatten(1)] if self.bias else []
-            self.dense = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            self.dense, self.tail = parts[0], parts[1] if len(parts) > 1 else None
             self.inputs = self.grads = None
+        return [self.dense] if self.tail is None else [self.dense, self.tail]
+
+    def densify(self) -> Tensor:
+        """The per-sample gradients ``[N, D]`` (weight columns in (group, input, output) order)."""
+        blocks = self.blocks()
+        if self.goi is not None:
+            groups, outputs, inputs = self.goi
+            weight = blocks[0].reshape(-1, groups, outputs, inputs).transpose(2, 3).flatten(1)
+            blocks, self.goi = [weight, *blocks[1:]], None
+        if len(blocks) > 1 or blocks[0] is not self.dense:
+            self.dense, self.tail = torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0], None
         return self.dense
 
 
@@ -114,18 +131,23 @@ def _conv_patches(module: nn.Conv1d | nn.Conv2d, x: Tensor, g: Tensor) -> tuple[
     return a, g
 
 
-def _conv_dense(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: Tensor, g: Tensor) -> Tensor:
-    """Per-sample gradients ``[N, D]`` of a convolution.
+def _grouped_call(module: nn.Conv1d | nn.Conv2d | nn.Conv3d) -> bool:
+    """Whether the per-sample weight gradients come from a grouped weight-gradient call (else from patches)."""
+    return module.weight[0].numel() > _SMALL_PATCH or isinstance(module, nn.Conv3d)
+
+
+def _conv_dense(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: Tensor, g: Tensor) -> list[Tensor]:
+    """Per-sample gradients of a convolution: ``[weight [N, D]]``, and ``bias [N, C_out]`` after it if it trains.
 
     One weight-gradient call with the samples as extra groups, or, for Conv1d/2d with small patches (where that
-    call's per-group overhead dominates on CPU), one batched product of the output gradients and the copied patches.
+    call's per-group overhead dominates on CPU), one batched product of the copied patches and the output gradients
+    (the weight's columns then come in (group, input, output) order, which no inner product sees).
     """
     rows, weight, bias = x.shape[0], *_trains(module)
     parts = []
-    small = module.weight[0].numel() <= _SMALL_PATCH and isinstance(module, nn.Conv1d | nn.Conv2d)
-    if weight and small:
+    if weight and not _grouped_call(module):
         grads = g.reshape(rows, module.groups, module.out_channels // module.groups, -1)
-        parts.append(torch.matmul(grads, _patches(module, x).transpose(2, 3)).reshape(rows, -1))
+        parts.append(torch.matmul(_patches(module, x), grads.transpose(2, 3)).reshape(rows, -1))
     elif weight:
         # symmetric zero padding is passed to the call; any other padding is applied to the input first
         direct = module.padding_mode == "zeros" and not isinstance(module.padding, str)
@@ -139,7 +161,7 @@ def _conv_dense(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, x: Tensor, g: Tensor)
         parts.append(found.reshape(rows, -1))
     if bias:
         parts.append(g.flatten(2).sum(2))
-    return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    return parts
 
 
 def _exact(module: nn.Module, x: Tensor, g: Tensor) -> Tensor:
@@ -154,11 +176,11 @@ def _exact(module: nn.Module, x: Tensor, g: Tensor) -> Tensor:
     return torch.cat([per_sample[name].flatten(1) for name in params], dim=1)
 
 
-def _total(parts: Iterator[Tensor]) -> Tensor:
-    """The sum of the per-call gradients (the first one itself when there is one call: no copy)."""
+def _total(parts: Iterator[list[Tensor]]) -> list[Tensor]:
+    """The sum of the per-call gradient blocks (the first call's themselves when there is one call: no copy)."""
     total = next(parts)
     for part in parts:
-        total = total + part
+        total = [t + p for t, p in zip(total, part, strict=True)]
     return total
 
 
@@ -182,7 +204,10 @@ def layer_features(module: nn.Module, inputs: list[Tensor], grads: list[Tensor])
         positions = grads[0][0, 0].numel() * len(grads)
         patch = module.weight[0].numel() + bias
         if isinstance(module, nn.Conv3d) or _dense_is_cheaper(positions, patch, module.out_channels // module.groups):
-            return Features(dense=_total(_conv_dense(module, x, g) for x, g in zip(inputs, grads, strict=True)))
+            blocks = _total(_conv_dense(module, x, g) for x, g in zip(inputs, grads, strict=True))
+            goi = (module.groups, module.out_channels // module.groups, module.weight[0].numel())
+            return Features(dense=blocks[0], tail=blocks[1] if len(blocks) > 1 else None,
+                            goi=goi if weight and _grouped_call(module) else None)  # fmt: skip
     if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d):
         parts = [(_linear if isinstance(module, nn.Linear) else _conv_patches)(module, x, g)
                  for x, g in zip(inputs, grads, strict=True)]  # fmt: skip
@@ -190,10 +215,9 @@ def layer_features(module: nn.Module, inputs: list[Tensor], grads: list[Tensor])
         g = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts], dim=2)
         features = Features(inputs=a, grads=g, bias=bias, weight=weight)
         if _dense_is_cheaper(a.shape[2], a.shape[3] + bias, g.shape[3]):
-            features.densify()
+            features.blocks()
         return features
-    dense = _total(_exact(module, x, g) for x, g in zip(inputs, grads, strict=True))
-    return Features(dense=dense)
+    return Features(dense=_total([_exact(module, x, g)] for x, g in zip(inputs, grads, strict=True))[0])
 
 
 def _ghost(x: Features, y: Features) -> Tensor:
@@ -230,13 +254,16 @@ def gram(x: Features, y: Features) -> Tensor:
     """
     if x.dense is None and y.dense is None:
         return _ghost(x, y)
-    return x.densify() @ y.densify().T
+    blocks_x, blocks_y = x.blocks(), y.blocks()
+    if x.goi != y.goi or len(blocks_x) != len(blocks_y):
+        blocks_x, blocks_y = [x.densify()], [y.densify()]
+    return _total(iter([a @ b.T] for a, b in zip(blocks_x, blocks_y, strict=True)))[0]
 
 
 def squared_norms(x: Features) -> Tensor:
     """``[N]``: the squared norm of every per-sample gradient of one layer."""
     if x.dense is not None:
-        return torch.linalg.vector_norm(x.dense, dim=1).square()
+        return _total(iter([torch.linalg.vector_norm(block, dim=1).square()] for block in x.blocks()))[0]
     a, g = x.inputs, x.grads
     if a.shape[2] == 1:
         grads = g[:, :, 0].square().sum(-1)
