@@ -390,25 +390,6 @@ class _MaxPoolRule(torch.autograd.Function):
 _POOL_FUNCTIONS = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
-def _pick(values: Tensor, indices: Tensor, state: RuleState) -> Tensor:
-    """``values.flatten(2).gather(2, indices)`` for values ``[1 or B, C, ...]`` and indices ``[B or 1, C, P]``.
-
-    With one row on either side, a single index along the flattened row replaces the gather, which is several
-    times slower on CPU.
-    """
-    flat = values.flatten(2)
-    planes, width = flat.shape[1], flat.shape[2]
-    if values.shape[0] > 1 and indices.shape[0] > 1:
-        return flat.gather(2, indices)
-    offsets = torch.arange(0, planes * width, width, device=indices.device).view(1, planes, 1)
-    flat_indices = torch.add(indices, offsets, out=state.scratch(indices, "index")).view(-1)
-    rows = max(values.shape[0], indices.shape[0])
-    picked = state.buffer((rows, planes, indices.shape[2]), "picked", values.dtype, values.device)
-    if values.shape[0] == 1:  # one reference row, the input's maxima
-        return torch.index_select(flat.view(-1), 0, flat_indices, out=picked.view(-1)).view_as(picked)
-    return torch.index_select(flat.flatten(1), 1, flat_indices, out=picked.view(rows, -1)).view_as(picked)
-
-
 def _maxpool(
     module: nn.Module, x: Tensor, y: Tensor, state: RuleState, indices: Tensor, x_ref: Tensor, y_ref: Tensor
 ) -> Tensor:
@@ -421,17 +402,21 @@ def _maxpool(
     with torch.no_grad():
         args = (module.kernel_size, module.stride, module.padding, module.dilation, module.ceil_mode)
         _, ref_indices = _POOL_FUNCTIONS[spatial](x_ref, *args, return_indices=True)  # the reference's maxima
-        ref_indices, x_ref, y_ref = state.paired(ref_indices).flatten(2), state.paired(x_ref), state.paired(y_ref)
+        rows = (y.shape[0], -1, -1)
+        ref_indices = state.paired(ref_indices).flatten(2).expand(rows)
+        x_ref, y_ref = state.paired(x_ref).flatten(2).expand(rows), state.paired(y_ref)
         # Δx at the input's maximum of each window (x there is y) and at the reference's (x' there is y')
-        at_input = torch.sub(y, _pick(x_ref, indices.flatten(2), state).view_as(y), out=state.scratch(y, "input"))
-        at_reference = _pick(x.detach(), ref_indices, state).view_as(y).sub_(y_ref)
+        picked = torch.gather(x_ref, 2, indices.flatten(2), out=state.scratch(y, "picked").flatten(2))
+        at_input = torch.sub(y, picked.view_as(y), out=state.scratch(y, "input"))
+        picked = torch.gather(x.detach().flatten(2), 2, ref_indices, out=state.scratch(y, "picked").flatten(2))
+        at_reference = picked.view_as(y).sub_(y_ref)
         delta = torch.sub(y, y_ref, out=state.own(y))
         up = torch.clamp_min(delta, 0, out=state.own(y))  # max(y, y') - y'
         down = delta.sub_(up)  # y - max(y, y'): negative where the window fell below its reference
         # the gradient where |Δx| < eps: 1 on the input's route, 0 on the reference's
         routes = [(indices.flatten(2), _ratio(up, at_input, state, 1.0).flatten(2))]
         if bool(down.amin() < 0):
-            routes.append((ref_indices.expand(y.shape[0], -1, -1), _ratio(down, at_reference, state, 0.0).flatten(2)))
+            routes.append((ref_indices, _ratio(down, at_reference, state, 0.0).flatten(2)))
     return _MaxPoolRule.apply(x, routes, y)
 
 
