@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import reduce
 
 import torch
 import torch.nn.functional as F
@@ -257,13 +258,13 @@ def gram(x: Features, y: Features) -> Tensor:
     blocks_x, blocks_y = x.blocks(), y.blocks()
     if x.goi != y.goi or len(blocks_x) != len(blocks_y):
         blocks_x, blocks_y = [x.densify()], [y.densify()]
-    return _total(iter([a @ b.T] for a, b in zip(blocks_x, blocks_y, strict=True)))[0]
+    return reduce(torch.add, (a @ b.T for a, b in zip(blocks_x, blocks_y, strict=True)))
 
 
 def squared_norms(x: Features) -> Tensor:
     """``[N]``: the squared norm of every per-sample gradient of one layer."""
     if x.dense is not None:
-        return _total(iter([torch.linalg.vector_norm(block, dim=1).square()] for block in x.blocks()))[0]
+        return reduce(torch.add, (torch.linalg.vector_norm(block, dim=1).square() for block in x.blocks()))
     a, g = x.inputs, x.grads
     if a.shape[2] == 1:
         grads = g[:, :, 0].square().sum(-1)
