@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import warnings
 
 import numpy as np
 import pytest
@@ -526,3 +527,76 @@ def test_errors_name_the_method(data, cls):
         cls(layer="head.1")(model, x, target)
     with pytest.raises(ValueError, match="no layer named 'nope'"):
         cls(layer="nope")(model, x, target)
+
+
+def hugging_face_vit():
+    """A Hugging Face ViT from a config (random init): 1 CLS token + a 4x4 grid of patches over 32x32 images."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=32, patch_size=8, num_channels=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, num_labels=3,
+    )  # fmt: skip
+    torch.manual_seed(12)
+    model = transformers.ViTForImageClassification(config).eval()
+    norms = [n for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)]
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(13))
+    return model, norms[-3], x, torch.tensor([0, 2, 1])  # the last block's first norm: tokens [B, 17, 16]
+
+
+@pytest.mark.parametrize("cls", GRADIENT_CAMS)
+def test_hugging_face_vit_is_mapped_by_the_formula_on_its_patch_tokens(cls):
+    """The raw model (a ``ModelOutput`` with ``.logits``) at a layer found by type, not by a version's names."""
+    model, layer, x, target = hugging_face_vit()
+    acts, grads = acts_and_grads(lambda images: model(images).logits, model.get_submodule(layer), x, target)
+    assert acts.shape == (3, 17, 16)
+    cams = []
+    for a, g in zip(acts[:, 1:], grads[:, 1:], strict=True):  # one sample's 16 patch tokens [16, D]
+        cam = torch.zeros(16)
+        for d in range(a.shape[1]):
+            cam += channel_weight(cls, a[:, d], g[:, d]) * a[:, d]
+        cams.append(cam.reshape(4, 4))
+    expected = finish(torch.stack(cams)[:, None], (32, 32))
+    ours = cls(layer=layer, max_batch_size=2)(model, x, target)
+    torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-6)
+    assert ours.amax() > 0 and no_hooks(model)
+
+
+def test_hugging_face_vit_eigencam_and_scorecam_equal_their_references():
+    model, layer, x, target = hugging_face_vit()
+    module = model.get_submodule(layer)
+    acts, _ = acts_and_grads(lambda images: model(images).logits, module, x)
+    grid = acts[:, 1:].reshape(3, 4, 4, -1).permute(0, 3, 1, 2)  # token k is patch (k // 4, k % 4)
+    eigen = EigenCAM(layer=layer, relu=False, upsample=None)(model, x, target)
+    torch.testing.assert_close(eigen, reference_eigencam(grid), rtol=1e-4, atol=1e-5)
+    cams = []
+    with torch.no_grad():
+        for i, a in enumerate(grid):
+            cam = torch.zeros(4, 4)
+            for k in range(a.shape[0]):
+                mask = normalised_mask(a[k], x.shape[2:])
+                if mask is not None:
+                    cam += model(x[i : i + 1] * mask).logits.softmax(1)[0, target[i]] * a[k]
+            cams.append(cam)
+    score = ScoreCAM(layer=layer, max_batch_size=7)(model, x, target)
+    torch.testing.assert_close(score, finish(torch.stack(cams)[:, None], (32, 32)), rtol=1e-4, atol=1e-6)
+    assert no_hooks(model)
+
+
+@pytest.mark.parametrize("cls", ALL_CAMS)
+def test_token_ids_are_refused_with_the_methods_made_for_them(cls):
+    ids = torch.randint(0, 10, (2, 5))
+    with pytest.raises(ValueError, match=rf"got torch.int64. {cls.__name__} maps images .*AttentionRollout"):
+        cls(layer="0")(nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(20, 2)), ids, 0)
+
+
+@pytest.mark.parametrize("cls", [GradCAM, *GRADIENT_CAMS])
+def test_a_layer_the_target_gets_no_gradient_at_warns_that_its_maps_show_nothing(cls):
+    """A ViT's last block after its attention: only the CLS token goes on, the patch tokens get no gradient."""
+    model, layer, x, target = hugging_face_vit()
+    after_attention = [n for n, m in model.named_modules() if isinstance(m, nn.LayerNorm)][-2]
+    with pytest.warns(UserWarning, match=f"no gradient at any position of layer '{after_attention}'"):
+        dead = cls(layer=after_attention)(model, x, target)
+    assert (dead == 0).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls(layer=layer)(model, x, target)

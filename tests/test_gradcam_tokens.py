@@ -177,11 +177,12 @@ def test_a_layer_returning_a_tuple_is_attributed_at_its_first_tensor(images):
     assert not modules[attention]._forward_hooks
 
 
-def test_last_block_of_a_cls_pooled_vit_gives_a_zero_map(images):
+def test_last_block_of_a_cls_pooled_vit_gives_a_zero_map_and_a_warning(images):
     """Its patch tokens reach the logits only through the CLS token, so their gradient is exactly zero."""
     model, _, blocks = hf_vit()
     x, target = images
-    raw = GradCAM(layer=blocks[-1], relu=False, upsample=None)(model, x, target)
+    with pytest.warns(UserWarning, match="no gradient at any position .* every map is 0 and shows nothing"):
+        raw = GradCAM(layer=blocks[-1], relu=False, upsample=None)(model, x, target)
     torch.testing.assert_close(raw, torch.zeros(5, 1, 4, 4), rtol=0, atol=0)
 
 

@@ -4,7 +4,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_xai.attribution import Deconvolution, GuidedBackprop, GuidedGradCAM, Saliency, available, get
+from lightning_xai.attribution import (
+    Deconvolution,
+    DeepLift,
+    DeepLiftShap,
+    GuidedBackprop,
+    GuidedGradCAM,
+    Saliency,
+    available,
+    get,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU:UserWarning")
 
@@ -105,3 +114,18 @@ def test_registry_and_tuple_inputs():
     assert type(get("deconvolution")) is Deconvolution
     with pytest.raises(ValueError, match="one image input"):
         GuidedGradCAM(layer="0")(nn.Conv2d(3, 2, 1), (X, X), 0)
+
+
+@pytest.mark.parametrize(
+    "explainer",
+    [GuidedBackprop(), Deconvolution(), DeepLift(), DeepLiftShap(baselines=torch.zeros(2, 5))],
+    ids=lambda e: type(e).__name__,
+)
+def test_token_ids_are_refused_with_what_to_use_instead(explainer):
+    """These methods take no embedding layer, so the advice is not ``layer='auto'`` but the methods that can."""
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(20, 2))
+    name = type(explainer).__name__
+    with pytest.raises(ValueError, match=rf"int64. {name} differentiates its inputs and takes no embedding layer"):
+        explainer(model, torch.randint(0, 10, (2, 5)), 0)
+    with pytest.raises(ValueError, match="GuidedGradCAM maps images"):
+        GuidedGradCAM(layer="0")(model, torch.randint(0, 10, (2, 5)), 0)

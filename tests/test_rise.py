@@ -98,7 +98,7 @@ def test_rise_refuses_what_is_not_an_image():
         RISE(masks=4)(nn.Linear(6, 2), torch.randn(4, 6), 0)
     with pytest.raises(ValueError, match="tuple of inputs"):
         RISE(masks=4)(nn.Conv2d(3, 2, 1), (X, X), 0)
-    with pytest.raises(ValueError, match="floating point"):
+    with pytest.raises(ValueError, match="floating point; got torch.int64. RISE blends images .* FeatureAblation"):
         RISE(masks=4)(nn.Embedding(10, 2), torch.zeros(2, 5, dtype=torch.long), 0)
 
 

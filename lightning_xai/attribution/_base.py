@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -355,7 +355,7 @@ class Explainer(abc.ABC):
         layer = self.layer if self.layer_targets else None
         values = as_tuple(inputs)
         for value in values:
-            _check_inputs(value, integer_ok=layer is not None or self.perturbs_inputs)
+            _check_inputs(value, integer_ok=layer is not None or self.perturbs_inputs, advice=self.integer_advice)
         if layer is None and len({v.dtype for v in values}) > 1:
             raise ValueError(
                 f"tuple inputs attributed together must share a dtype; got {[str(v.dtype) for v in values]}. Pass "
@@ -375,6 +375,17 @@ class Explainer(abc.ABC):
             objective = Objective(model, target, task=task, extras=extras, packing=packing, inputs=packed)
             attr = self.attribute(objective, packed).detach()
             return attr if packing is None else packing.unpack(attr)
+
+    def integer_advice(self) -> str:
+        """What to do instead with integer inputs (token ids) this method cannot use, for the error message."""
+        if self.layer_targets:
+            return _LAYER_ADVICE
+        return (
+            f"{type(self).__name__} differentiates its inputs and takes no embedding layer, so it cannot explain "
+            "integer inputs such as token ids: pass floating-point inputs (e.g. the model's input embeddings), or "
+            "use IntegratedGradients, Saliency or InputXGradient with layer='auto', or Occlusion, KernelShap or Lime, "
+            "which replace token ids"
+        )
 
     def completeness_baseline(self, inputs: Tensor) -> Tensor | None:
         """The baseline ``x'`` for which this method promises ``sum(attr) == F(x) - F(x')``, or ``None``.
@@ -461,14 +472,17 @@ def check_logits(out: object, target_max: int = -1, task: str | Task | None = No
     get_task(task).check(out, target_max)
 
 
-def _check_inputs(inputs: object, integer_ok: bool = False) -> None:
+_LAYER_ADVICE = (
+    "Integer inputs such as token ids must be explained at an embedding layer instead: pass layer='auto' (the "
+    "model's get_input_embeddings()) or layer='<embedding module name>'"
+)
+
+
+def _check_inputs(inputs: object, integer_ok: bool = False, advice: Callable[[], str] | None = None) -> None:
     if not isinstance(inputs, Tensor):
         raise ValueError(f"inputs must be a torch.Tensor batch [B, ...]; got {type(inputs).__name__}")
     if inputs.dim() < 2:
         raise ValueError(f"inputs must be a batch of shape [B, ...] with at least 2 dims; got {list(inputs.shape)}")
     if not inputs.is_floating_point() and not integer_ok:
-        raise ValueError(
-            f"inputs must be floating point to be differentiated; got {inputs.dtype}. Integer inputs such as token "
-            "ids must be explained at an embedding layer instead: pass layer='auto' (the model's "
-            "get_input_embeddings()) or layer='<embedding module name>'"
-        )
+        how = advice() if advice is not None else _LAYER_ADVICE
+        raise ValueError(f"inputs must be floating point; got {inputs.dtype}. {how}")

@@ -103,6 +103,14 @@ class CAMBase(Explainer):
         self.reshape = reshape
         self.signed = not relu
 
+    def integer_advice(self) -> str:
+        """Class activation maps are maps over images: token ids get the methods made for token sequences."""
+        return (
+            f"{type(self).__name__} maps images [B, C, H, W] (a vision transformer's patch tokens included) and "
+            "cannot explain integer inputs such as token ids: for token sequences use IntegratedGradients, Saliency "
+            "or InputXGradient with layer='auto', Occlusion, KernelShap, Lime or AttentionRollout"
+        )
+
     @abc.abstractmethod
     def cam_weights(self, acts: Tensor, grads: Tensor | None, chunk: CAMChunk) -> Tensor:
         """The weights ``w`` of ``cam = sum_k w_k * A_k`` for one chunk of samples.
@@ -127,7 +135,7 @@ class CAMBase(Explainer):
             )
         module = find_module(objective.model, self.layer)
         to_spatial = functools.partial(self._spatial, inputs=inputs)
-        maps = []
+        maps, reached = [], []
         for rows in row_chunks(inputs.shape[0], self.max_batch_size, inputs.device):
             chunk = inputs[rows]
             if self.needs_gradients:
@@ -144,7 +152,10 @@ class CAMBase(Explainer):
             output = output.detach()
             acts = to_spatial(output)
             context = CAMChunk(objective, chunk.detach(), rows, score.detach(), output, module, to_spatial)
-            weights = self.cam_weights(acts, None if grads is None else to_spatial(grads), context)
+            if grads is not None:
+                grads = to_spatial(grads)
+                reached.append(grads.flatten(1).ne(0).any(1))  # one host sync after the loop, not one per chunk
+            weights = self.cam_weights(acts, grads, context)
             maps.append((weights * acts).sum(dim=1, keepdim=True).detach())
         cam = torch.cat(maps)
         if math.prod(cam.shape[2:]) == 1 and math.prod(inputs.shape[2:]) > 1:
@@ -152,6 +163,14 @@ class CAMBase(Explainer):
             warnings.warn(
                 f"{name} layer {self.layer!r} gives a {size} map (a single position), so the map is constant over "
                 "the input and cannot localise anything; pick an earlier layer that keeps spatial resolution",
+                UserWarning,
+                stacklevel=3,
+            )
+        if reached and not bool(torch.cat(reached).any()):
+            warnings.warn(
+                f"{name}: the target scores have no gradient at any position of layer {self.layer!r}, so every map is "
+                "0 and shows nothing (e.g. a vision transformer's last block after its attention, where only the CLS "
+                "token reaches the head); pick an earlier layer, such as the last block's first norm",
                 UserWarning,
                 stacklevel=3,
             )

@@ -184,6 +184,10 @@ class GuidedGradCAM(Explainer):
         self.layer = layer
         self.upsample = upsample
 
+    def integer_advice(self) -> str:
+        """As Grad-CAM's: a map over images."""
+        return self._cam.integer_advice().replace("GradCAM", "GuidedGradCAM", 1)
+
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Guided gradients times the upsampled Grad-CAM map of the same targets."""
         if objective.packing is not None:

@@ -90,6 +90,13 @@ class RISE(Explainer):
         self.baseline, self.probability = baseline, probability
         self.signed = not probability
 
+    def integer_advice(self) -> str:
+        """RISE blends pixels with smooth masks, which token ids cannot take."""
+        return (
+            "RISE blends images with smooth random masks and cannot explain integer inputs such as token ids: use "
+            "Occlusion, KernelShap, Lime or FeatureAblation, whose features are the tokens"
+        )
+
     def generate_masks(
         self, height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
     ) -> Tensor:
