@@ -169,6 +169,53 @@ def test_captum_breaks_summation_when_two_rules_touch(second):
     torch.testing.assert_close(DeepLift(baseline)(separated, x, 1), ours)
 
 
+class BasicBlock(nn.Module):
+    """A ResNet block as torchvision writes it: one ``nn.ReLU(inplace=True)`` called twice, a residual addition."""
+
+    def __init__(self, channels: int, shared: bool = True) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.conv2, self.bn2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.relu_out = self.relu if shared else nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu_out(out + x)
+
+
+def resnet(shared: bool) -> nn.Module:
+    """A stem (conv, BN, ReLU, max-pool), two residual blocks, global average pooling and a one-logit head."""
+    torch.manual_seed(5)
+    stem = [nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True)]
+    blocks = [BasicBlock(8, shared), BasicBlock(8, shared)]
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8, 1)]
+    separator = [] if shared else [identity_conv(8)]  # Captum's ReLU and max-pool hooks collide without one
+    net = nn.Sequential(*stem, *separator, nn.MaxPool2d(2), *blocks, *head)
+    with torch.no_grad():
+        torch.manual_seed(6)
+        for module in net.modules():
+            if isinstance(module, nn.BatchNorm2d):  # trained-looking statistics and affine parameters
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+def test_a_resnet_with_a_shared_inplace_relu_matches_captum_on_its_unrolled_twin():
+    """Residual additions, a ReLU module called twice in place, a zero baseline (Δx = 0 wherever both ReLUs give 0).
+
+    Captum needs the twin: its rules mix up the two calls of one module, and its ReLU and max-pool hooks collide.
+    """
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(7))
+    ours = DeepLift(task="regression")(resnet(shared=True), x)
+    assert_parity(ours, ca.DeepLift(resnet(shared=False)).attribute(x.clone(), target=0))
+    model = resnet(shared=True)
+    delta = model(x)[:, 0] - model(torch.zeros(1, 3, 16, 16))[:, 0]
+    torch.testing.assert_close(ours.flatten(1).sum(1), delta, rtol=1e-5, atol=1e-7)
+
+
 def test_overlapping_max_pooling_windows_keep_summation_to_delta():
     torch.manual_seed(0)
     model = nn.Sequential(

@@ -33,7 +33,9 @@ class DeepLift(Explainer):
     * Two supported modules in a row (``nn.ReLU`` feeding ``nn.MaxPool2d``, ``nn.ReLU`` then ``nn.Tanh``): Captum's
       hooks on the shared tensor collide (the first module's rule reads the gradient before the second's rewrites
       it) and its attributions no longer sum to ``F(x) - F(x')``; here each rule is applied to its own module's
-      output, and the result equals Captum's on the same model with an identity layer between the two.
+      output, and the result equals Captum's on the same model with an identity layer between the two (one that
+      makes a new tensor, such as a 1x1 convolution with identity weights: ``nn.Identity`` passes the same tensor on
+      and separates nothing).
     * Where ``|Δx| < eps`` Captum gives the reference rows their own gradient, which a max-pooling rule further
       down mixes into the inputs'; and its max-pooling fallback takes the gradient of the batch's first row
       (captum#1276). Here the reference rows carry no gradient and every fallback is the sample's own gradient.
