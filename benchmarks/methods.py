@@ -10,7 +10,8 @@ passes a method needs:
   DeepLiftShap with K references: the same on its K * B (sample, reference) rows. The last line shows Captum's way
   for comparison: one forward of the concatenated 2B rows (inputs and references) with the backward through all,
   and a lower bound for any rescale rule: the floor plus, at every ReLU, the element-wise passes a rule cannot
-  avoid (Δx, Δy and their ratio forward, the gradient times the multiplier backward).
+  avoid (Δx, Δy and their ratio forward, the gradient times the multiplier backward), and DeepLift itself with no
+  rule registered (its reference pass and checks: what it costs besides the rules).
 * Guided Backprop, Deconvolution: forward and input-gradient backward of the B rows; Guided Grad-CAM: twice that
   (Grad-CAM's pass and the guided pass).
 * RISE with N masks: forwards of the N * B masked rows, `max_batch_size` (128) at a time, without gradients.
@@ -18,23 +19,32 @@ passes a method needs:
 DeepLift also runs on inputs whose top and bottom quarters equal the baseline (as digits' background does), where
 the rules take their |Δx| < eps fallbacks.
 
-    python benchmarks/methods.py [--repeats 5] [--threads 2] [--width 16] [--only deeplift rise ...] [--fused]
+    python benchmarks/methods.py [--repeats 5] [--threads 2] [--width 16] [--only deeplift rise ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from unittest import mock
 
 import captum.attr as ca
 import torch
-from torch import Tensor
 
-from lightning_xai.attribution import RISE, Deconvolution, DeepLift, DeepLiftShap, GuidedBackprop, GuidedGradCAM
+from lightning_xai.attribution import (
+    RISE,
+    Deconvolution,
+    DeepLift,
+    DeepLiftShap,
+    GuidedBackprop,
+    GuidedGradCAM,
+    InputXGradient,
+    _rescale,
+)
 from lightning_xai.demo import SmallCNN
 
 BATCH = 32
@@ -68,11 +78,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", nargs="*", help="run only the cases whose name starts with one of these")
     parser.add_argument("--width", type=int, default=16, help="SmallCNN's width (channels of its first conv)")
-    parser.add_argument(
-        "--fused",
-        action="store_true",
-        help="also time the floor plus a ReLU rule fused into one kernel by torch.compile (needs a C++ compiler)",
-    )
+
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -177,12 +183,9 @@ def main() -> None:
             "concatenated": gradient_floor(pairs, BATCH),
             "inputs": gradient_floor(x, BATCH),
             "arithmetic": rule_arithmetic_floor(model, gradient_floor(x, BATCH)),
+            "no rules": without_rules(deeplift, model, x, target),
+            "ixg": lambda: InputXGradient()(model, x, target),
         }
-        if args.fused:
-            start = time.perf_counter()
-            floors["fused"] = fused_rule_floor(model, gradient_floor(x, BATCH), x[:1])
-            floors["fused"]()
-            print(f"\ntorch.compile of the fused ReLU rule: {time.perf_counter() - start:.1f} s")
         t = interleaved(floors, args.repeats)
         print(
             f"\nCaptum's way, inputs and references in one batch (fwd 2B + bwd through 2B): {t['concatenated']:.3f} s, "
@@ -193,12 +196,11 @@ def main() -> None:
             f"backward; no eps check, no pooling rule): {t['arithmetic']:.3f} s, {t['arithmetic'] / t['inputs']:.2f} "
             "x the floor"
         )
-        if args.fused:
-            print(
-                f"The floor plus a real ReLU rule (against the zero baseline's activations, |Δx| < eps fallback) fused "
-                f"by torch.compile into one backward kernel per ReLU: {t['fused']:.3f} s, "
-                f"{t['fused'] / t['inputs']:.2f} x the floor"
-            )
+        print(
+            f"DeepLift with no rule at all (its reference pass, the explainer's checks and the summation check; the "
+            f"attributions are then Input x Gradient's): {t['no rules']:.3f} s, {t['no rules'] / t['inputs']:.2f} x "
+            f"the floor; InputXGradient itself: {t['ixg']:.3f} s, {t['ixg'] / t['inputs']:.2f} x"
+        )
 
 
 def rule_arithmetic_floor(model: torch.nn.Module, floor: Callable[[], None]) -> Callable[[], None]:
@@ -220,47 +222,14 @@ def rule_arithmetic_floor(model: torch.nn.Module, floor: Callable[[], None]) -> 
     return run
 
 
-def fused_rule_floor(model: torch.nn.Module, floor: Callable[[], None], example: torch.Tensor) -> Callable[[], None]:
-    """``floor`` with DeepLift's ReLU rule at every ``nn.ReLU``, fused into one compiled kernel in the backward.
-
-    What a rescale rule costs when nothing is materialised: the backward reads the gradient, the module's input and
-    output and the reference row, and writes the input's gradient (the plain ReLU backward reads two tensors). The
-    references are the zero baseline's, recorded once.
-    """
-    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
-    references: dict[torch.nn.Module, tuple[torch.Tensor, torch.Tensor]] = {}
-    record = [r.register_forward_hook(lambda m, a, o: references.__setitem__(m, (a[0], o))) for r in relus]
-    with torch.no_grad():
-        model(torch.zeros_like(example))
-    for handle in record:
-        handle.remove()
-
-    @torch.compile(dynamic=False)
-    def rescaled(grad: Tensor, x: Tensor, y: Tensor, x_ref: Tensor, y_ref: Tensor) -> Tensor:
-        dx = x - x_ref
-        small = dx.abs() < 1e-10
-        return grad * torch.where(small, (x > 0).to(x.dtype), (y - y_ref) / torch.where(small, 1.0, dx))
-
-    class Rule(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, x: Tensor, y: Tensor, x_ref: Tensor, y_ref: Tensor) -> Tensor:
-            ctx.save_for_backward(x, y, x_ref, y_ref)
-            return y
-
-        @staticmethod
-        def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-            return rescaled(grad, *ctx.saved_tensors), None, None, None
-
-    def rule(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> torch.Tensor:
-        return Rule.apply(args[0], out.detach(), *references[module])
+def without_rules(explainer: DeepLift, model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor) -> Callable:
+    """``explainer`` with no module rule registered: what DeepLift costs besides its rules (a lower bound)."""
+    unchecked = copy.copy(explainer)
+    unchecked.tolerance = float("inf")  # without rules the contributions do not sum to the score change
 
     def run() -> None:
-        handles = [relu.register_forward_hook(rule) for relu in relus]
-        try:
-            floor()
-        finally:
-            for handle in handles:
-                handle.remove()
+        with mock.patch.dict(_rescale.RULES, clear=True):
+            unchecked(model, x, target)
 
     return run
 
