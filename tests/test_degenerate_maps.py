@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_xai.attribution import GradCAM
-from lightning_xai.metrics import PointingGame, RelevanceMassAccuracy, RelevanceRankAccuracy
+from lightning_xai.attribution import Explainer, GradCAM, Saliency
+from lightning_xai.metrics import DeletionAUC, InsertionAUC, PointingGame, RelevanceMassAccuracy, RelevanceRankAccuracy
 from lightning_xai.metrics import functional as F
 
 LOCALISATION = [F.pointing_game, F.relevance_mass_accuracy, F.relevance_rank_accuracy]
@@ -152,3 +152,58 @@ def test_quantus_scores_a_constant_map_as_a_hit(batch):
     assert [bool(v) for v in theirs[:3]] == [True, True, True]
     assert torch.isnan(F.pointing_game(a, masks)[:3]).all()
     torch.testing.assert_close(F.pointing_game(a, masks)[3:], torch.tensor(np.array(theirs[3:], dtype=float)))
+
+
+class Tilted(nn.Module):
+    """A linear classifier on 1x2x2 images whose second class prefers the top-left pixel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.tensor([[0.0, 0.0, 0.0, 0.0], [3.0, 1.0, -1.0, 0.5]]))
+            self.linear.bias.zero_()
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+@pytest.mark.parametrize("curve", [F.deletion_curve, F.insertion_curve])
+def test_constant_maps_have_no_deletion_or_insertion_curve(batch, curve):
+    """Their order of deletion would be the raster order, not the explanation's: NaN, and left out of the means."""
+    a, _ = batch
+    x = torch.rand(4, 1, 2, 2, generator=torch.Generator().manual_seed(1)) + 0.5
+    target = torch.ones(4, dtype=torch.long)
+    curves = curve(Tilted(), x, a, target, steps=4)
+    assert torch.isnan(curves[:3]).all() and torch.isfinite(curves[3]).all()
+    for cls in (DeletionAUC, InsertionAUC):
+        metric = cls(steps=4)
+        metric.update(Tilted(), x, a, target)
+        assert metric.count == 1 and torch.isfinite(metric.compute())
+        assert torch.isfinite(metric.last_curve).all()  # the mean over the one sample that has a curve
+
+
+class ZeroMap(Explainer):
+    """A user's explainer that has nothing to say: every map is 0."""
+
+    def attribute(self, objective, inputs):
+        return torch.zeros_like(inputs)
+
+
+def test_a_constant_map_explainer_gets_no_ranking_scores_in_a_real_fit(tmp_path):
+    """Deletion, stability and agreement need a ranking: for an all-zero explainer they are not logged at all."""
+    from conftest import quick_trainer, read_events
+
+    from lightning_xai import AttributionMonitor
+    from lightning_xai.demo import SmallCNN, SyntheticPatternsDataModule
+
+    monitor = AttributionMonitor(
+        {"zero": ZeroMap(), "saliency": Saliency()}, metrics=[DeletionAUC(steps=4)], num_probe=8, agreement=True
+    )
+    data = SyntheticPatternsDataModule(num_classes=3, image_size=16, pattern_size=6, num_train=96, num_val=32)
+    with pytest.warns(UserWarning, match="xai/zero/deletion_auc is not finite this evaluation; it is not logged"):
+        quick_trainer(tmp_path, [monitor], max_epochs=2).fit(SmallCNN(num_classes=3, width=4), datamodule=data)
+    tags = set(read_events(tmp_path / "run" / "version_0").Tags()["scalars"])
+    assert {"xai/saliency/deletion_auc", "xai/saliency/stability"} <= tags
+    assert not {t for t in tags if t.startswith("xai/zero/") and not t.endswith("time_s")}, sorted(tags)
+    assert not {t for t in tags if t.startswith("xai/agreement") and "zero" in t}, sorted(tags)

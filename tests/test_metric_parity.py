@@ -79,6 +79,18 @@ def test_rank_correlation_equals_scipy(batch):
     torch.testing.assert_close(F.rank_correlation(a, b), torch.tensor(expected, dtype=torch.float64))
 
 
+def test_rank_correlation_equals_scipy_on_maps_with_ties_and_is_nan_for_a_constant_map(batch):
+    """A ReLU'd map (half its positions exactly 0) and a quantised one: tied values share their mean rank."""
+    _, a, _ = batch
+    relu, steps = a.relu(), torch.round(2 * a)
+    expected = [scipy.stats.spearmanr(relu[i].flatten(), steps[i].flatten()).statistic for i in range(5)]
+    torch.testing.assert_close(F.rank_correlation(relu, steps), torch.tensor(expected, dtype=torch.float64))
+    constant = relu.clone()
+    constant[2] = 0.0
+    scores = F.rank_correlation(constant, steps)
+    assert torch.isnan(scores[2]) and torch.isfinite(scores[[0, 1, 3, 4]]).all()
+
+
 def cnn(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 64, 4)).eval()

@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.attribution import IntegratedGradients, OutputAdapter, Saliency
+from lightning_xai.attribution import InputXGradient, IntegratedGradients, OutputAdapter, Saliency
 from lightning_xai.callbacks._probe import Probe, ProbeCollector
 from lightning_xai.callbacks.batch import BatchSpec
 from lightning_xai.metrics import DeletionAUC, Sparseness
@@ -242,15 +242,16 @@ def text_loaders(seed=1):
     return train, DataLoader(sentences(24, seed), batch_size=4, collate_fn=collate)
 
 
-def text_monitor(**kwargs) -> AttributionMonitor:
+def text_monitor(extra: dict | None = None, **kwargs) -> AttributionMonitor:
     explainers = {"ig": IntegratedGradients(steps=4, layer="embedding"), "saliency": Saliency(layer="embedding")}
+    explainers.update(extra or {})
     keys = {"input_key": "input_ids", "target_key": "labels", "forward_keys": ["attention_mask"]}
     return AttributionMonitor(explainers, num_probe=6, top_tokens=1, **{"vocabulary": VOCABULARY, **keys, **kwargs})
 
 
 def test_variable_length_batches_form_one_probe_and_padding_is_left_out(tmp_path):
     pl.seed_everything(0)
-    monitor = text_monitor(metrics=[Sparseness()])
+    monitor = text_monitor({"ixg": InputXGradient(layer="embedding")}, metrics=[Sparseness()])
     net = Bag()
     quick_trainer(tmp_path, [monitor], max_epochs=2).fit(net, *text_loaders())
     probe = monitor.probe
@@ -269,8 +270,13 @@ def test_variable_length_batches_form_one_probe_and_padding_is_left_out(tmp_path
     expected = torch.stack([sparseness(ig[i : i + 1, :n]) for i, n in enumerate(lengths.tolist())]).mean()
     events = read_events(tmp_path / "run")
     assert events.Scalars("xai/ig/sparseness")[-1].value == pytest.approx(float(expected), rel=1e-5)
-    agreement = torch.cat([rank_correlation(ig[i : i + 1, :n], saliency[i : i + 1, :n]) for i, n in enumerate(lengths)])
-    assert events.Scalars("xai/agreement/ig__saliency")[-1].value == pytest.approx(float(agreement.mean()), rel=1e-5)
+    ixg = monitor.last_attributions["ixg"]
+    agreement = torch.cat([rank_correlation(ig[i : i + 1, :n], ixg[i : i + 1, :n]) for i, n in enumerate(lengths)])
+    assert events.Scalars("xai/agreement/ig__ixg")[-1].value == pytest.approx(float(agreement.mean()), rel=1e-5)
+    # a mean of embeddings gives every real token the same gradient: Saliency ranks nothing, so no rank score
+    assert all(bool((row[:n] == row[0]).all()) for row, n in zip(saliency, lengths.tolist(), strict=True))
+    scalars = events.Tags()["scalars"]
+    assert "xai/agreement/ig__saliency" not in scalars and "xai/saliency/stability" not in scalars
     panel = tensor_util.make_ndarray(events.Tensors("xai/saliency/top_tokens/text_summary")[-1].tensor_proto).item()
     lines = panel.decode().splitlines()
     assert len(lines) == 6 and all(line.split(" — ")[0].endswith("[SEP]") for line in lines)  # no <pad> after [SEP]
@@ -509,10 +515,11 @@ def test_validate_under_inference_mode_explains_padded_batches(tmp_path):
     quick_trainer(tmp_path, [], max_epochs=1, logger=False).fit(net, train)
     results = []
     for inference_mode in (True, False):
-        monitor = text_monitor(metrics=[Sparseness(), DeletionAUC(steps=4)], strict=True)
+        extra = {"ixg": InputXGradient(layer="embedding")}  # Saliency of a mean of embeddings is constant
+        monitor = text_monitor(extra, metrics=[Sparseness(), DeletionAUC(steps=4)], strict=True)
         trainer = quick_trainer(tmp_path, [monitor], logger=False, inference_mode=inference_mode)
         results.append(trainer.validate(net, val, verbose=False)[0])
-    assert {"xai/ig/sparseness", "xai/ig/deletion_auc", "xai/agreement/ig__saliency"} <= results[0].keys()
+    assert {"xai/ig/sparseness", "xai/ig/deletion_auc", "xai/agreement/ig__ixg"} <= results[0].keys()
     for key in results[0]:
         if "time_s" not in key:
             assert results[0][key] == pytest.approx(results[1][key], rel=1e-6), key

@@ -10,7 +10,7 @@ from test_xai_tab import PREFIX, tensorboard_client
 from torch import nn
 
 from lightning_xai import AttributionMonitor
-from lightning_xai.attribution import IntegratedGradients, Saliency, explanation_mode
+from lightning_xai.attribution import InputXGradient, IntegratedGradients, Saliency, explanation_mode
 from lightning_xai.callbacks._evaluation import Explained, evaluate
 from lightning_xai.callbacks._explained import token_scores
 from lightning_xai.callbacks._xai_tab import TabWriter
@@ -48,7 +48,10 @@ def test_each_samples_curves_are_in_probe_order_under_padding():
     model, target = MaskedTokens().eval(), torch.tensor([0, 1, 2, 1])
     explained = Explained(model, ids, {"attention_mask": valid.long()}, task="multiclass", valid=valid)
     metrics = {"saliency": [DeletionAUC(steps=4), InsertionAUC(steps=4)]}
-    result = evaluate(explained, target, {"saliency": Saliency(layer="embedding")}, metrics, {}, False, _raise, print)
+    # Input x Gradient: the mean-embedding model gives every real token the same gradient (a constant Saliency map,
+    # whose curves are NaN), but not the same gradient times embedding
+    explainers = {"saliency": InputXGradient(layer="embedding")}
+    result = evaluate(explained, target, explainers, metrics, {}, False, _raise, print)
     scores = token_scores(ids, result.attributions["saliency"])
     for kind, function in (("deletion", F.deletion_curve), ("insertion", F.insertion_curve)):
         curves = result.sample_curves["saliency"][kind]

@@ -35,6 +35,12 @@ class RISE(Explainer):
     ``max_batch_size``, training's random stream untouched), and all ``N * B`` (mask, sample) rows are sent through the
     model ``max_batch_size`` at a time. :meth:`generate_masks` returns the masks a call uses.
 
+    The estimate carries the masks' own density: where the score barely changes with masking (an untrained model),
+    the map is about ``c * sum_i M_i / (N p)``. That pattern's spread is 2 % of ``c`` with 1000 masks of 8-pixel
+    cells on 32x32 images (8 % with 100), and it is the same at every call with the same seed. Stability across
+    evaluations then reads high because the masks repeat, not because the model's evidence does; more masks shrink
+    the pattern as ``1 / sqrt(N)``.
+
     Only images ``[B, C, H, W]`` are masked; tables and token ids are refused (use :class:`KernelShap`,
     :class:`Lime` or :class:`FeatureAblation`, whose features are the columns or tokens).
 

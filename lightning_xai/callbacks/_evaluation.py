@@ -115,7 +115,7 @@ def evaluate(
             if tag in previous and _shape(previous[tag]) == _shape(attr):
                 per_sample = _per_sample_agreement(previous[tag], attr, explained.segments)
                 result.samples.setdefault(tag, {})["stability"] = per_sample.detach().float().cpu()
-                result.scalars[f"xai/{tag}/stability"] = per_sample.mean()
+                result.scalars[f"xai/{tag}/stability"] = per_sample.nanmean()  # constant maps have no ranking
             result.scalars[f"xai/{tag}/time_s"] = time.perf_counter() - start
     if agreement:
         for (a, attr_a), (b, attr_b) in itertools.combinations(result.attributions.items(), 2):
@@ -135,8 +135,8 @@ def _pack(attributions: Attributions) -> Tensor:
 
 
 def _agreement(a: Attributions, b: Attributions, segments: Segments | None) -> Tensor:
-    """Mean Spearman correlation of matching samples (over real tokens only when there is padding)."""
-    return _per_sample_agreement(a, b, segments).mean()
+    """Mean Spearman correlation of matching samples (real tokens only under padding; constant maps left out)."""
+    return _per_sample_agreement(a, b, segments).nanmean()
 
 
 def _per_sample_agreement(a: Attributions, b: Attributions, segments: Segments | None) -> Tensor:

@@ -33,7 +33,8 @@ class DeletionAUC(ModelMetric):
     Each ``update`` keeps its batch's curves, detached and on the inputs' device: each sample's
     :func:`~lightning_xai.metrics.functional.deletion_curve` in ``last_curves`` ``[B, steps + 1]`` (float64; point
     ``k`` is the target's probability once the fraction ``k / steps`` of the most relevant positions is deleted;
-    regression curves are rescaled, NaN rows where undefined) and their mean in ``last_curve`` ``[steps + 1]``. They
+    regression curves are rescaled; NaN rows where undefined, as for a constant map) and their mean over the defined
+    rows in ``last_curve`` ``[steps + 1]``. They
     are the last batch's only: ``compute`` reduces the scores, not the curves.
     """
 
@@ -70,7 +71,7 @@ class DeletionAUC(ModelMetric):
             forward_kwargs=forward_kwargs,
         )
         self.last_curves = curve.detach()
-        self.last_curve = curve.mean(dim=0)
+        self.last_curve = curve.nanmean(dim=0)
         self._accumulate(curve_auc(curve))
 
 
@@ -124,7 +125,7 @@ class InsertionAUC(ModelMetric):
             forward_kwargs=forward_kwargs,
         )
         self.last_curves = curve.detach()
-        self.last_curve = curve.mean(dim=0)
+        self.last_curve = curve.nanmean(dim=0)
         self._accumulate(curve_auc(curve))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["flat", "pearson", "per_position", "ranks", "sorted_rows"]
+__all__ = ["average_ranks", "flat", "pearson", "per_position", "ranks", "sorted_rows"]
 
 
 def flat(values: Tensor) -> Tensor:
@@ -34,6 +34,33 @@ def ranks(values: Tensor) -> Tensor:
     order = values.argsort(dim=-1, stable=True)
     position = torch.arange(values.shape[-1], device=values.device, dtype=torch.float64).expand(order.shape)
     return torch.empty(order.shape, dtype=torch.float64, device=values.device).scatter_(-1, order, position)
+
+
+def average_ranks(values: Tensor) -> Tensor:
+    """Rank of each entry within its row (0 = smallest), tied entries sharing the mean of their ranks, as float64.
+
+    The fractional ranking Spearman's correlation uses for ties (SciPy's ``rankdata(method="average")``): a
+    constant row has every rank equal, so its correlation with anything is undefined (NaN), where ranking ties by
+    position would correlate the row's raster order instead.
+
+    Example:
+        >>> average_ranks(torch.tensor([[0.5, -1.0, 2.0, 0.5]])).tolist()
+        [[1.5, 0.0, 3.0, 1.5]]
+    """
+    rows, width = values.shape
+    ordered, order = values.sort(dim=-1, stable=True)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    group = starts.long().cumsum(-1) - 1 + width * torch.arange(rows, device=values.device)[:, None]  # unique per row
+    position = torch.arange(width, device=values.device, dtype=torch.float64).expand(rows, width)
+    total = torch.zeros(rows * width, dtype=torch.float64, device=values.device).index_add_(
+        0, group.flatten(), position.flatten()
+    )
+    count = torch.zeros(rows * width, dtype=torch.float64, device=values.device).index_add_(
+        0, group.flatten(), torch.ones_like(position).flatten()
+    )
+    mean = (total / count.clamp_min(1))[group]
+    return torch.empty_like(mean).scatter_(-1, order, mean)
 
 
 def sorted_rows(values: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lightning_xai.metrics.functional._utils import flat, pearson, ranks
+from lightning_xai.metrics.functional._utils import average_ranks, flat, pearson
 
 __all__ = ["rank_correlation"]
 
@@ -12,9 +12,11 @@ __all__ = ["rank_correlation"]
 def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
     """Spearman's rank correlation between matching samples of two attributions, ``Tensor[B]``.
 
-    Spearman 1904: Pearson's correlation of the ranks. Ties are ranked by position rather than averaged (SciPy's
-    ``spearmanr`` averages them), which only matters for maps with repeated values. Used for the stability of an
-    explainer across epochs and the agreement between explainers.
+    Spearman 1904: Pearson's correlation of the ranks, tied values sharing their mean rank, as SciPy's ``spearmanr``
+    (and so Quantus's ``correlation_spearman``) computes it. Ties matter for maps with repeated values, such as a
+    Grad-CAM whose ReLU zeroed half the positions. A constant map has no ranking, so its correlation is NaN (ranking
+    its ties by position would correlate the raster order instead). Used for the stability of an explainer across
+    epochs, the agreement between explainers and the randomisation sanity check.
 
     Example:
         >>> import torch
@@ -25,4 +27,4 @@ def rank_correlation(a: Tensor, b: Tensor) -> Tensor:
         raise ValueError(
             f"rank_correlation needs attributions of the same shape; got {list(a.shape)} and {list(b.shape)}"
         )
-    return pearson(ranks(flat(a)), ranks(flat(b)))
+    return pearson(average_ranks(flat(a)), average_ranks(flat(b)))

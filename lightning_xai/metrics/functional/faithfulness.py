@@ -69,7 +69,9 @@ def _curve(
     """Target probability as the most relevant positions go from ``start`` to ``end``, ``[B, steps + 1]``.
 
     For tasks whose probability is unbounded (regression) each curve is rescaled so that the explained input
-    scores 1 and the fully perturbed one 0 (NaN where both score the same: the curve says nothing).
+    scores 1 and the fully perturbed one 0 (NaN where both score the same: the curve says nothing). A constant map
+    (every position equally relevant, e.g. a Grad-CAM whose ReLU left nothing) ranks nothing, so its curve is NaN:
+    any order of deletion would be the raster order's, not the explanation's.
     """
     check_positive_int("steps", steps)
     relevance = per_position(attributions, start.dim())
@@ -80,6 +82,7 @@ def _curve(
             f"inputs {list(start.shape)}"
         )
     rank = ranks(-relevance)  # 0 = most relevant
+    constant = relevance.amax(dim=1) == relevance.amin(dim=1)
     counts = torch.round(torch.arange(steps + 1, device=start.device) * positions / steps).long()
     shape = _position_shape(start)
 
@@ -89,6 +92,7 @@ def _curve(
     with gradient_scope(start.device):
         objective = Objective(model, target, True, task=task, extras=forward_kwargs, inputs=inputs)
         curve = perturbation_scores(objective, start, end, keep, steps + 1, max_batch_size).T.double()
+    curve = curve.masked_fill(constant[:, None], float("nan"))
     if objective.task.bounded:
         return curve
     full = curve[:, :1] if inputs is start else curve[:, -1:]
