@@ -34,8 +34,8 @@ class DeletionAUC(ModelMetric):
     :func:`~lightning_xai.metrics.functional.deletion_curve` in ``last_curves`` ``[B, steps + 1]`` (float64; point
     ``k`` is the target's probability once the fraction ``k / steps`` of the most relevant positions is deleted;
     regression curves are rescaled; NaN rows where undefined, as for a constant map) and their mean over the defined
-    rows in ``last_curve`` ``[steps + 1]``. They
-    are the last batch's only: ``compute`` reduces the scores, not the curves.
+    rows in ``last_curve`` ``[steps + 1]``. They are the last batch's only: ``compute`` reduces the scores, not the
+    curves.
     """
 
     name, higher_is_better = "deletion_auc", False
