@@ -19,7 +19,7 @@ from lightning_xai.attribution._cam_layers import capture_first_tensor, tokens_t
 from lightning_xai.attribution._layers import find_module
 from lightning_xai.attribution.tasks import TaskLike
 
-__all__ = ["CAMBase", "CAMChunk", "Reshape", "Upsample", "spatial_sum"]
+__all__ = ["CAMBase", "CAMChunk", "Reshape", "Upsample", "image_map_advice", "spatial_sum"]
 
 Upsample = Literal["bilinear", "nearest", "bicubic"]
 Reshape = Literal["auto"] | Callable[[Tensor], Tensor] | None
@@ -105,11 +105,7 @@ class CAMBase(Explainer):
 
     def integer_advice(self) -> str:
         """Class activation maps are maps over images: token ids get the methods made for token sequences."""
-        return (
-            f"{type(self).__name__} maps images [B, C, H, W] (a vision transformer's patch tokens included) and "
-            "cannot explain integer inputs such as token ids: for token sequences use IntegratedGradients, Saliency "
-            "or InputXGradient with layer='auto', Occlusion, KernelShap, Lime or AttentionRollout"
-        )
+        return image_map_advice(type(self).__name__)
 
     @abc.abstractmethod
     def cam_weights(self, acts: Tensor, grads: Tensor | None, chunk: CAMChunk) -> Tensor:
@@ -222,6 +218,15 @@ class CAMBase(Explainer):
         if mode == "nearest":
             return F.interpolate(cam, size=size, mode="nearest")
         return F.interpolate(cam, size=size, mode=mode, align_corners=False)
+
+
+def image_map_advice(name: str) -> str:
+    """The error message's advice when a map over images (``name``) is given integer inputs such as token ids."""
+    return (
+        f"{name} maps images [B, C, H, W] (a vision transformer's patch tokens included) and cannot explain integer "
+        "inputs such as token ids: for token sequences use IntegratedGradients, Saliency or InputXGradient with "
+        "layer='auto', Occlusion, KernelShap, Lime or AttentionRollout"
+    )
 
 
 def spatial_sum(tensor: Tensor) -> Tensor:

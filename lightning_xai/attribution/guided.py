@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_xai.attribution._base import Explainer, Objective
+from lightning_xai.attribution._cam import image_map_advice
 from lightning_xai.attribution.gradcam import GradCAM
 from lightning_xai.attribution.tasks import TaskLike
 
@@ -186,7 +187,7 @@ class GuidedGradCAM(Explainer):
 
     def integer_advice(self) -> str:
         """As Grad-CAM's: a map over images."""
-        return self._cam.integer_advice().replace("GradCAM", "GuidedGradCAM", 1)
+        return image_map_advice(type(self).__name__)
 
     def attribute(self, objective: Objective, inputs: Tensor) -> Tensor:
         """Guided gradients times the upsampled Grad-CAM map of the same targets."""

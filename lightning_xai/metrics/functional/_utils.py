@@ -6,12 +6,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["average_ranks", "flat", "pearson", "per_position", "ranks", "sorted_rows"]
+__all__ = ["average_ranks", "constant_rows", "flat", "pearson", "per_position", "ranks", "sorted_rows"]
 
 
 def flat(values: Tensor) -> Tensor:
     """``[B, ...]`` → ``[B, N]``."""
     return values.reshape(values.shape[0], -1)
+
+
+def constant_rows(values: Tensor) -> Tensor:
+    """``[B]``: whether each row of ``[B, N]`` holds one value only (a map that ranks and localises nothing)."""
+    return values.amax(dim=1) == values.amin(dim=1)
 
 
 def per_position(attributions: Tensor, inputs_dim: int | None = None) -> Tensor:

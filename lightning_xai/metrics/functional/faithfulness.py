@@ -14,7 +14,7 @@ from lightning_xai.attribution._coalitions import perturbation_scores
 from lightning_xai.attribution._hygiene import gradient_scope
 from lightning_xai.attribution._sampling import private_generator, relative_noise_std
 from lightning_xai.attribution.tasks import Task
-from lightning_xai.metrics.functional._utils import pearson, per_position, ranks
+from lightning_xai.metrics.functional._utils import constant_rows, pearson, per_position, ranks
 
 __all__ = [
     "curve_auc",
@@ -82,7 +82,7 @@ def _curve(
             f"inputs {list(start.shape)}"
         )
     rank = ranks(-relevance)  # 0 = most relevant
-    constant = relevance.amax(dim=1) == relevance.amin(dim=1)
+    constant = constant_rows(relevance)
     counts = torch.round(torch.arange(steps + 1, device=start.device) * positions / steps).long()
     shape = _position_shape(start)
 

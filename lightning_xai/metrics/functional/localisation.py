@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_xai.metrics.functional._utils import flat
+from lightning_xai.metrics.functional._utils import constant_rows, flat
 
 __all__ = ["pointing_game", "relevance_mass_accuracy", "relevance_rank_accuracy"]
 
@@ -34,8 +34,7 @@ def _align(attributions: Tensor, masks: Tensor, abs: bool) -> tuple[Tensor, Tens
 
 def _undefined_to_nan(scores: Tensor, attributions: Tensor, masks: Tensor) -> Tensor:
     """NaN where the mask is empty or the map is constant (its max equals its min: nothing is localised)."""
-    constant = attributions.amax(dim=1) == attributions.amin(dim=1)
-    defined = masks.any(dim=1) & ~constant
+    defined = masks.any(dim=1) & ~constant_rows(attributions)
     return torch.where(defined, scores, torch.full_like(scores, float("nan")))
 
 
