@@ -478,11 +478,10 @@ _LAYER_ADVICE = (
 )
 
 
-def _check_inputs(inputs: object, integer_ok: bool = False, advice: Callable[[], str] | None = None) -> None:
+def _check_inputs(inputs: object, integer_ok: bool, advice: Callable[[], str]) -> None:
     if not isinstance(inputs, Tensor):
         raise ValueError(f"inputs must be a torch.Tensor batch [B, ...]; got {type(inputs).__name__}")
     if inputs.dim() < 2:
         raise ValueError(f"inputs must be a batch of shape [B, ...] with at least 2 dims; got {list(inputs.shape)}")
     if not inputs.is_floating_point() and not integer_ok:
-        how = advice() if advice is not None else _LAYER_ADVICE
-        raise ValueError(f"inputs must be floating point; got {inputs.dtype}. {how}")
+        raise ValueError(f"inputs must be floating point; got {inputs.dtype}. {advice()}")
